@@ -62,12 +62,18 @@ class CategoricalEncoder:
 
 @dataclass(frozen=True, kw_only=True)
 class NumericalScaler:
-    """One numerical field: (x - mean) / std with training statistics; missing -> policy."""
+    """One numerical field: (t(x) - mean) / std with training statistics; missing -> policy.
+
+    t is the identity, or with ``log1p`` the signed log sign(x) * log1p(|x|) (equal to
+    log1p for x >= 0), which tames heavy-tailed money columns; mean and std are statistics
+    of t(x). Recording the transform here keeps the runtime in step with the trainer.
+    """
 
     name: str
     mean: float
     std: float
     missing: str = "mean"  # "mean": fill with the training mean (0 after scaling); "error": raise
+    log1p: bool = False
 
     def __post_init__(self) -> None:
         if self.missing not in NUMERICAL_MISSING_POLICIES:
@@ -79,20 +85,37 @@ class NumericalScaler:
             raise DataError(f"numerical field {self.name!r}: std must be finite and > 0, got {self.std}")
 
     def encode(self, values: Iterable[Any]) -> np.ndarray:
-        raw = np.asarray([_to_float(v) for v in values], dtype=np.float64)
+        return self.scale(np.asarray([_to_float(v) for v in values], dtype=np.float64))
+
+    def transform(self, raw: np.ndarray) -> np.ndarray:
+        """t(x) of parsed floats (float64), before standardising; NaN stays NaN."""
+        raw = np.asarray(raw, dtype=np.float64)
+        return np.sign(raw) * np.log1p(np.abs(raw)) if self.log1p else raw
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """Encode already-parsed floats (NaN or inf = missing), vectorised: float32 [N]."""
+        raw = np.asarray(raw, dtype=np.float64)
         bad = ~np.isfinite(raw)
-        if bad.any():
-            if self.missing == "error":
-                row = int(np.flatnonzero(bad)[0])
-                raise DataError(
-                    f"numerical field {self.name!r} has a missing or non-finite value at row {row}; "
-                    "fill it, or train with the 'mean' missing-value policy"
-                )
-            raw[bad] = self.mean
-        return ((raw - self.mean) / self.std).astype(np.float32)
+        if bad.any() and self.missing == "error":
+            row = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"numerical field {self.name!r} has a missing or non-finite value at row {row}; "
+                "fill it, or train with the 'mean' missing-value policy"
+            )
+        x = np.array(self.transform(raw), dtype=np.float64)  # a copy: never write into the caller's array
+        x[bad] = self.mean
+        return ((x - self.mean) / self.std).astype(np.float32)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "mean": self.mean, "std": self.std, "missing": self.missing}
+        data = {"name": self.name, "mean": self.mean, "std": self.std, "missing": self.missing}
+        if self.log1p:  # written only when set, so specs without it keep their exact JSON
+            data["log1p"] = True
+        return data
+
+
+def parse_number(value: Any) -> float:
+    """The float of one raw numerical value; NaN when it is missing or not a number."""
+    return _to_float(value)
 
 
 def _to_float(value: Any) -> float:
@@ -194,7 +217,7 @@ class FeatureSpec:
                 numerical=tuple(
                     NumericalScaler(
                         name=str(n["name"]), mean=float(n["mean"]), std=float(n["std"]),
-                        missing=str(n.get("missing", "mean")),
+                        missing=str(n.get("missing", "mean")), log1p=bool(n.get("log1p", False)),
                     )
                     for n in data["numerical"]
                 ),

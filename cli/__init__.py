@@ -1,0 +1,1 @@
+"""The `mome-edge` command line (installed as mome_edge.cli)."""

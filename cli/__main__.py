@@ -1,0 +1,3 @@
+from mome_edge.cli.main import main
+
+main()

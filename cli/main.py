@@ -1,0 +1,63 @@
+"""Entry point: builds the typer app and maps domain errors to one stderr line + exit 2."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from mome_edge.cli import demo_cmd, evaluate_cmd, train_cmd
+from mome_edge.errors import MomeError
+
+app = typer.Typer(
+    name="mome-edge",
+    help="Compress multi-task recommendation models with Mixture-of-Masked-Experts and ship them to devices.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.command("train")(train_cmd.train)
+app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("demo")(demo_cmd.demo)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
+) -> None:
+    if version:
+        from mome_edge import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; every user error ends as one `error: ...` line and exit 2."""
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except MomeError as exc:
+        _fail(str(exc))
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted; files already written are complete (writes are atomic)", code=130)
+    except Exception as exc:
+        # Usage errors of the CLI parser (bad flag, bad value). Typer vendors click in some
+        # versions and re-exports it in others, so match the interface, not the class.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(0)
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _fail(exc.format_message().replace("\n", " ") + hint, code=exc.exit_code)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""`mome-edge train`: train MoME or a baseline into a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mome_edge.cli.common import metrics_table, parse_sizes, print_json, stderr, stdout
+from mome_edge.cli.options import DataDir, Json, Quiet, data_dir_or_none
+from mome_edge.config import MODEL_KINDS, ModelConfig, TrainConfig
+from mome_edge.errors import ConfigError
+
+_defaults_model, _defaults_train = ModelConfig(), TrainConfig()
+
+
+def train(
+    model: str = typer.Option(..., "--model", help=f"Model kind: {', '.join(MODEL_KINDS)}."),
+    out: Path = typer.Option(..., "--out", help="Run folder to create (checkpoints, configs, metrics)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="census-income, aliexpress, synthetic or synthetic-aliexpress."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="TOML spec of your own CSV/Parquet data (instead of --dataset)."),
+    data_dir: Optional[Path] = DataDir,
+    task_group: str = typer.Option("income-marital", "--task-group", help="census-income tasks: income-marital or education-marital."),
+    epochs: int = typer.Option(_defaults_train.epochs, "--epochs", help="Total epochs (MoME: neuron + expert + hardening phases)."),
+    seed: int = typer.Option(_defaults_train.seed, "--seed", help="Seed of initialisation, gate noise and batch order."),
+    split_seed: int = typer.Option(0, "--split-seed", help="Seed of the train/validation/test split (kept fixed across --seed)."),
+    experts: int = typer.Option(_defaults_model.experts, "--experts", help="Number of experts E."),
+    hidden: str = typer.Option(",".join(map(str, _defaults_model.hidden)), "--hidden", help="Base MLP / expert sizes, e.g. 256,128."),
+    tower_hidden: str = typer.Option(",".join(map(str, _defaults_model.tower_hidden)), "--tower-hidden", help="Tower hidden sizes ('' for none)."),
+    embedding_dim: int = typer.Option(_defaults_model.embedding_dim, "--embedding-dim", help="Embedding width per categorical field."),
+    norm: str = typer.Option(_defaults_model.norm, "--norm", help="Per-expert normalisation: batch or none."),
+    neuron_epochs: int = typer.Option(_defaults_train.neuron_epochs, "--neuron-epochs", help="MoME phase 1 epochs (M)."),
+    harden_epochs: int = typer.Option(_defaults_train.harden_epochs, "--harden-epochs", help="MoME epochs with binary masks."),
+    lambda_neuron: float = typer.Option(_defaults_train.lambda_neuron, "--lambda-neuron", help="Neuron-gate penalty lambda_1."),
+    lambda_expert: float = typer.Option(_defaults_train.lambda_expert, "--lambda-expert", help="Expert-gate penalty lambda_2."),
+    gate_sigma: float = typer.Option(_defaults_model.gate_sigma, "--gate-sigma", help="Gate noise sigma."),
+    mask_threshold: float = typer.Option(_defaults_model.mask_threshold, "--mask-threshold", help="Binary mask = clamp(mu,0,1) > threshold."),
+    ple_shared_experts: int = typer.Option(_defaults_model.ple_shared_experts, "--ple-shared-experts", help="PLE shared experts per level."),
+    ple_task_experts: int = typer.Option(_defaults_model.ple_task_experts, "--ple-task-experts", help="PLE experts per task per level."),
+    batch_size: int = typer.Option(_defaults_train.batch_size, "--batch-size"),
+    lr: float = typer.Option(_defaults_train.lr, "--lr", help="Adam learning rate of weights."),
+    gate_lr: float = typer.Option(_defaults_train.gate_lr, "--gate-lr", help="Adam learning rate of gate parameters."),
+    patience: int = typer.Option(_defaults_train.patience, "--patience", help="Early-stopping patience (validation mean AUC)."),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", help="Read only the first N rows of the data (quick runs)."),
+    synthetic_rows: Optional[int] = typer.Option(None, "--synthetic-rows", help="Rows to generate for synthetic data sets."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: all cores)."),
+    json_output: bool = Json,
+    quiet: bool = Quiet,
+) -> None:
+    """Train a multi-task model; the run folder feeds `evaluate` and `compile`."""
+    from mome_edge.runs import DatasetRef
+
+    if (dataset is None) == (spec is None):
+        raise ConfigError("give exactly one of --dataset NAME or --spec FILE.toml")
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads {threads} must be >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
+    model_config = ModelConfig(
+        kind=model, embedding_dim=embedding_dim, hidden=parse_sizes(hidden, "--hidden"),
+        experts=experts, tower_hidden=parse_sizes(tower_hidden, "--tower-hidden", allow_empty=True), norm=norm,
+        gate_sigma=gate_sigma, mask_threshold=mask_threshold,
+        ple_shared_experts=ple_shared_experts, ple_task_experts=ple_task_experts,
+    )
+    train_config = TrainConfig(
+        epochs=epochs, neuron_epochs=neuron_epochs, harden_epochs=harden_epochs, batch_size=batch_size, lr=lr,
+        gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
+    )
+    train_config.expert_epochs(model_config.kind)
+    ref = DatasetRef(
+        name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
+        seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
+    )
+    from mome_edge.train import train as run_training
+
+    data = ref.load()
+    if not quiet:
+        stderr.print(f"[dim]{ref.describe()}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, tasks {', '.join(data.spec.tasks)}[/dim]")
+    result = run_training(run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume, progress=not quiet)
+    if json_output:
+        print_json(result.summary)
+        return
+    summary = result.summary
+    rows = [(f"{model} (validation)", summary["validation"]), (f"{model} (test)", summary["test"])]
+    if "before_hardening" in summary:
+        rows.insert(1, (f"{model} before hardening (test)", summary["before_hardening"]["test"]))
+    stdout.print(metrics_table(f"run {out}", rows, data.spec.tasks))
+    stdout.print(f"parameters: {summary['parameters']:,}   median seconds/epoch: {summary['seconds_per_epoch']:.2f}")

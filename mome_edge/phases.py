@@ -1,0 +1,101 @@
+"""MoME phase transitions. Each returns a new model; the old one is left untouched.
+
+neuron masking --remove_closed_neurons--> expert masking --start_hardening--> hardening
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mome_edge.encoding import FeatureSpec
+from mome_edge.layers import ExpertBatchNorm
+from mome_edge.model import MoME, Phase
+
+
+@dataclass(frozen=True)
+class NeuronPruningReport:
+    """How many input neurons each base layer kept at the phase switch."""
+
+    kept: tuple[int, ...]
+    nominal: tuple[int, ...]
+    fractional_gates: float  # share of neuron gates strictly in (0, 1), folded into weights
+
+
+@torch.no_grad()
+def remove_closed_neurons(model: MoME, spec: FeatureSpec, *, expert_mu_init: float | None = None) -> tuple[MoME, NeuronPruningReport]:
+    """Freeze the neuron gates, fold them into the weights and drop closed neurons.
+
+    Input i of layer l is closed when clamp(mu_l[i], 0, 1) == 0. Open gate values scale
+    columns of W_l (exact in eval). For l > 1 the matching output of layer l-1 (weight row,
+    bias, normalisation channel) goes too; for l = 1 the embedding dimension or numerical
+    feature is removed from the input. Returns an EXPERT_MASKING model whose experts all
+    start as the pruned base, with normalisation statistics copied to every expert.
+    """
+    if model.phase is not Phase.NEURON_MASKING:
+        raise ValueError(f"neurons are removed once, after phase {Phase.NEURON_MASKING.value}; this model is in {model.phase.value}")
+    config = model.config
+    gates = [torch.clamp(layer.gate_mu, 0.0, 1.0) for layer in model.base]
+    keeps = [g > 0 for g in gates]
+    fractional = float(torch.cat([((g > 0) & (g < 1)).float() for g in gates]).mean())
+
+    # Layer 1's inputs are the embedding dimensions (field by field) then the numericals.
+    first_keep = keeps[0]
+    embed_dims, offset = [], 0
+    kept_embedding_columns: list[torch.Tensor] = []
+    for dim in model.embeddings.embed_dims:
+        field_keep = first_keep[offset : offset + dim]
+        embed_dims.append(int(field_keep.sum()))
+        kept_embedding_columns.append(torch.nonzero(field_keep).flatten())
+        offset += dim
+    numerical_keep = model.embeddings.numerical_keep[first_keep[offset:]].tolist()
+
+    hidden = [int(k.sum()) for k in keeps[1:]] + [model.hidden[-1]]
+    structure = {**model.structure(), "phase": Phase.EXPERT_MASKING.value, "embed_dims": embed_dims,
+                 "numerical_keep": numerical_keep, "hidden": hidden}
+    pruned = MoME(config, spec, structure)
+
+    # Embedding tables: keep the open dimensions of each surviving field.
+    old_tables = dict(zip(model.embeddings.field_index, model.embeddings.tables))
+    new_tables = dict(zip(pruned.embeddings.field_index, pruned.embeddings.tables))
+    for field, table in new_tables.items():
+        table.weight.copy_(old_tables[field].weight[:, kept_embedding_columns[field]])
+
+    # Base layers: fold gates into columns, drop closed columns and the rows feeding them.
+    for l, (old, new) in enumerate(zip(model.base, pruned.base)):
+        weight = (old.weight * gates[l])[:, keeps[l]]
+        bias = old.bias
+        out_keep = keeps[l + 1] if l + 1 < len(keeps) else torch.ones_like(bias, dtype=torch.bool)
+        new.weight.copy_(weight[out_keep])
+        new.bias.copy_(bias[out_keep])
+        if expert_mu_init is not None:
+            new.gate_mu.fill_(expert_mu_init)
+        old_norm, new_norm = model.norms[l], pruned.norms[l]
+        if isinstance(old_norm, ExpertBatchNorm):
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                source = getattr(old_norm, name)[:, out_keep]  # (1, C) -> expand to (E, C)
+                getattr(new_norm, name).copy_(source.expand_as(getattr(new_norm, name)))
+
+    pruned.towers.load_state_dict(model.towers.state_dict())
+    report = NeuronPruningReport(
+        kept=tuple(int(k.sum()) for k in keeps),
+        nominal=tuple(int(k.numel()) for k in keeps),
+        fractional_gates=fractional,
+    )
+    return pruned, report
+
+
+@torch.no_grad()
+def start_hardening(model: MoME, spec: FeatureSpec) -> MoME:
+    """Same parameters, expert masks now exactly 0/1 and frozen.
+
+    The weights are then fine-tuned under the binary masks, so that the model selected on
+    validation is bit for bit the one that compiles into bitsets. (Letting masks flip while
+    fine-tuning keeps normalisation statistics chasing a moving target.)
+    """
+    if model.phase is not Phase.EXPERT_MASKING:
+        raise ValueError(f"hardening follows {Phase.EXPERT_MASKING.value}; this model is in {model.phase.value}")
+    hardened = MoME(model.config, spec, {**model.structure(), "phase": Phase.HARDENING.value})
+    hardened.load_state_dict(model.state_dict())
+    return hardened

@@ -1,0 +1,101 @@
+"""The run folder: what `train` writes and what `evaluate` and `compile` read.
+
+    RUN_DIR/run.json                     configs, data set reference, feature spec
+    RUN_DIR/checkpoints/epoch-NNNN.safetensors   training state after each epoch (last 2 kept)
+    RUN_DIR/metrics.json                 one record per epoch
+    RUN_DIR/model.safetensors            the selected final model (what is evaluated and compiled)
+    RUN_DIR/summary.json                 final validation/test metrics and phase reports
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mome_edge.config import ModelConfig, TrainConfig, config_from_json, config_to_json
+from mome_edge.encoding import FeatureSpec
+from mome_edge.errors import ArtifactError
+
+RUN_FORMAT = "mome-edge-run"
+RUN_VERSION = 1
+RUN_FILE = "run.json"
+MODEL_FILE = "model.safetensors"
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetRef:
+    """How to load a run's data again, deterministically (same split, same encoders)."""
+
+    name: str | None = None
+    spec_path: str | None = None
+    data_dir: str | None = None
+    seed: int = 0
+    task_group: str = "income-marital"
+    max_rows: int | None = None
+    synthetic_rows: int | None = None
+
+    def load(self):  # -> DataSplits (import kept local: the data package is heavy)
+        from mome_edge.data import load_dataset
+
+        return load_dataset(
+            self.name,
+            spec_path=self.spec_path,
+            data_dir=self.data_dir,
+            seed=self.seed,
+            task_group=self.task_group,
+            max_rows=self.max_rows,
+            synthetic_rows=self.synthetic_rows,
+        )
+
+    def describe(self) -> str:
+        return self.name or f"spec {self.spec_path}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunInfo:
+    model_config: ModelConfig
+    train_config: TrainConfig
+    dataset: DatasetRef
+    feature_spec: FeatureSpec
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": RUN_FORMAT,
+            "version": RUN_VERSION,
+            "model_config": config_to_json(self.model_config),
+            "train_config": config_to_json(self.train_config),
+            "dataset": asdict(self.dataset),
+            "feature_spec": self.feature_spec.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunInfo":
+        if data.get("format") != RUN_FORMAT or data.get("version") != RUN_VERSION:
+            raise ArtifactError(f"run.json has format {data.get('format')!r} v{data.get('version')!r}; expected {RUN_FORMAT} v{RUN_VERSION}")
+        return cls(
+            model_config=config_from_json(ModelConfig, data["model_config"]),
+            train_config=config_from_json(TrainConfig, data["train_config"]),
+            dataset=DatasetRef(**data["dataset"]),
+            feature_spec=FeatureSpec.from_json(data["feature_spec"]),
+        )
+
+
+def read_run_info(run_dir: str | Path) -> RunInfo:
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise ArtifactError(f"{run_dir} is not a run folder (no {RUN_FILE}); pass the --out folder of a `mome-edge train` run")
+    try:
+        return RunInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{path} is corrupt ({exc}); re-run training into a new folder") from exc
+
+
+def checkpoint_paths(run_dir: str | Path) -> list[Path]:
+    """Checkpoints, oldest first."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    return sorted(folder.glob("epoch-*.safetensors")) if folder.is_dir() else []
