@@ -1,0 +1,32 @@
+# Two entry points: `make demo` (main job end to end) and `make test` (the test suite).
+# Both create .venv and install everything on first use; torch is pinned to the CPU build.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench-accuracy bench-throughput clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/mome-edge demo
+
+test: setup
+	$(BIN)/pytest -q
+
+bench-accuracy: setup
+	$(BIN)/python benchmarks/accuracy.py
+
+bench-throughput: setup
+	$(BIN)/python benchmarks/throughput.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
