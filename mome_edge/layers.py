@@ -19,6 +19,7 @@ from mome_edge.gates import (
     binary_gate,
     gate_penalty,
     stochastic_gate,
+    stochastic_masked_weight,
 )
 
 
@@ -178,7 +179,10 @@ class MaskedExpertLinear(nn.Module):
         return gate_penalty(self.gate_mu, self.sigma)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        weights = self.masks() * self.weight  # (E, out, in)
+        if self.mode is GateMode.SOFT:
+            weights = stochastic_masked_weight(self.gate_mu, self.weight, self.sigma, training=self.training)
+        else:
+            weights = binary_gate(self.gate_mu, self.threshold) * self.weight  # (E, out, in)
         return expert_matmul(h, weights) + self.bias.view(1, 1, -1)  # (E, B, out)
 
 

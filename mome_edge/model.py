@@ -19,6 +19,7 @@ from torch import nn
 
 from mome_edge.config import ModelConfig
 from mome_edge.encoding import FeatureSpec
+from mome_edge.gates import open_probability_sum
 from mome_edge.layers import (
     DenseExpertLinear,
     FieldEmbeddings,
@@ -269,10 +270,8 @@ class MoME(MultiTaskModel):
 
     def expected_open_fraction(self) -> torch.Tensor:
         """Mean of Phi(mu / sigma) over every gate of the current phase (count-weighted)."""
-        from mome_edge.gates import open_probability
-
         sigma = self.config.gate_sigma
-        total = sum(open_probability(mu, sigma).sum() for mu in self.gate_mus())
+        total = sum(open_probability_sum(mu, sigma) for mu in self.gate_mus())
         return total / sum(mu.numel() for mu in self.gate_mus())
 
     def penalty(self) -> torch.Tensor:

@@ -159,7 +159,7 @@ class Trainer:
         self.config = train_config
         self.dataset = dataset
         self.progress = progress
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, quiet=not progress, soft_wrap=True)
         train_config.expert_epochs(model_config.kind)  # validates the MoME budget early
         self.train_data = data.train
         if train_config.max_train_rows is not None and train_config.max_train_rows < len(data.train):
