@@ -7,7 +7,10 @@ import sys
 import typer
 
 from mome_edge.cli import demo_cmd, evaluate_cmd, train_cmd
+from mome_edge.cli import compile_cmd, inspect_cmd, predict_cmd
 from mome_edge.errors import MomeError
+
+INVOCATION_ARGS: list[str] = []  # what this process was called with (for re-launching under torchrun)
 
 app = typer.Typer(
     name="mome-edge",
@@ -19,6 +22,9 @@ app = typer.Typer(
 app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("demo")(demo_cmd.demo)
+app.command("compile")(compile_cmd.compile_command)
+app.command("inspect")(inspect_cmd.inspect_command)
+app.command("predict")(predict_cmd.predict_command)
 
 
 @app.callback()
@@ -34,6 +40,8 @@ def _root(
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; every user error ends as one `error: ...` line and exit 2."""
+    global INVOCATION_ARGS
+    INVOCATION_ARGS = list(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, standalone_mode=False)
     except MomeError as exc:

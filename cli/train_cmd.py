@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -46,6 +49,7 @@ def train(
     synthetic_rows: Optional[int] = typer.Option(None, "--synthetic-rows", help="Rows to generate for synthetic data sets."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: all cores)."),
+    nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine (runs torchrun + DistributedDataParallel)."),
     json_output: bool = Json,
     quiet: bool = Quiet,
 ) -> None:
@@ -54,6 +58,10 @@ def train(
 
     if (dataset is None) == (spec is None):
         raise ConfigError("give exactly one of --dataset NAME or --spec FILE.toml")
+    if nproc < 1:
+        raise ConfigError(f"--nproc {nproc} must be >= 1")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(relaunch_with_torchrun(nproc))
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads {threads} must be >= 1")
@@ -81,6 +89,8 @@ def train(
     if not quiet:
         stderr.print(f"[dim]{ref.describe()}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, tasks {', '.join(data.spec.tasks)}[/dim]")
     result = run_training(run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume, progress=not quiet)
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only rank 0 reports
     if json_output:
         print_json(result.summary)
         return
@@ -90,3 +100,23 @@ def train(
         rows.insert(1, (f"{model} before hardening (test)", summary["before_hardening"]["test"]))
     stdout.print(metrics_table(f"run {out}", rows, data.spec.tasks))
     stdout.print(f"parameters: {summary['parameters']:,}   median seconds/epoch: {summary['seconds_per_epoch']:.2f}")
+
+
+def relaunch_with_torchrun(nproc: int) -> int:
+    """Run this same `train` command under torchrun with N local processes; its exit code."""
+    from mome_edge.cli.main import INVOCATION_ARGS
+
+    args, skip = [], False
+    for arg in INVOCATION_ARGS:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "mome_edge.cli", *args]
+    stderr.print(f"[dim]launching: {' '.join(command[1:])}[/dim]")
+    return subprocess.call(command)

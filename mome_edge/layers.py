@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mome_edge.distributed import all_reduce_sum, is_distributed
 from mome_edge.gates import (
     GATE_MU_INIT,
     binary_gate,
@@ -90,10 +91,17 @@ class ExpertBatchNorm(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h: (E, B, C)
         if self.training and h.shape[1] > 1:
-            mean = h.mean(dim=1)  # (E, C)
-            var = h.var(dim=1, unbiased=False)  # (E, C)
-            with torch.no_grad():
+            if is_distributed():  # statistics of the global batch, as one process would see it
+                n_local = torch.tensor([float(h.shape[1])])
+                sums = all_reduce_sum(torch.stack([h.sum(dim=1), (h * h).sum(dim=1)]))  # (2, E, C)
+                n = int(all_reduce_sum(n_local).item())
+                mean = sums[0] / n
+                var = (sums[1] / n - mean * mean).clamp_min(0.0)
+            else:
                 n = h.shape[1]
+                mean = h.mean(dim=1)  # (E, C)
+                var = h.var(dim=1, unbiased=False)  # (E, C)
+            with torch.no_grad():
                 self.running_mean.lerp_(mean, self.momentum)
                 self.running_var.lerp_(var * n / (n - 1), self.momentum)
         else:

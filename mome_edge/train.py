@@ -8,8 +8,6 @@ that `resume=True` continues exactly where an interrupted run stopped.
 
 from __future__ import annotations
 
-import copy
-import json
 import math
 import time
 import warnings
@@ -26,6 +24,7 @@ from mome_edge.atomic import atomic_write_json
 from mome_edge.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.data.types import DataSplits, MultiTaskData
+from mome_edge.distributed import DistributedContext, context_from_env
 from mome_edge.errors import ArtifactError, ConfigError
 from mome_edge.gates import fraction_fractional
 from mome_edge.metrics import mean_auc, task_metrics
@@ -89,8 +88,13 @@ def predict_proba(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 
     return torch.cat(out).numpy() if out else np.zeros((0, len(data.spec.tasks)), dtype=np.float32)
 
 
-def evaluate_model(model: MultiTaskModel, data: MultiTaskData) -> dict[str, dict[str, float | None]]:
-    return task_metrics(data.labels, predict_proba(model, data), data.spec.tasks)
+def evaluate_model(model: MultiTaskModel, data: MultiTaskData, ctx: DistributedContext | None = None) -> dict[str, dict[str, float | None]]:
+    """Per-task metrics; under torchrun each rank predicts every W-th row and rows are gathered."""
+    if ctx is None or not ctx.enabled:
+        return task_metrics(data.labels, predict_proba(model, data), data.spec.tasks)
+    local = predict_proba(model, data.take(np.arange(ctx.rank, len(data), ctx.world_size)))
+    probs = ctx.gather_rows(torch.from_numpy(local), len(data)).numpy()
+    return task_metrics(data.labels, probs, data.spec.tasks)
 
 
 def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -152,7 +156,10 @@ class Trainer:
         dataset: DatasetRef,
         progress: bool = True,
         console: Console | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
+        self.dist = distributed or DistributedContext()
+        progress = progress and self.dist.is_main
         self.run_dir = Path(run_dir)
         self.data = data
         self.model_config = model_config
@@ -224,7 +231,8 @@ class Trainer:
             if self._phase_over(model, state):
                 model, optimizer, best = self._next_phase(model, state, best)
             self._checkpoint(model, optimizer, state, best)
-            atomic_write_json(self.run_dir / METRICS_FILE, self.history)
+            if self.dist.is_main:
+                atomic_write_json(self.run_dir / METRICS_FILE, self.history)
         return self._finish(model, state, best)
 
     def _phase_over(self, model: MultiTaskModel, state: TrainingState) -> bool:
@@ -249,8 +257,8 @@ class Trainer:
             stats = _mask_stats(model)
             before = {
                 "epoch": state.best_epoch,
-                "validation": evaluate_model(model, self.data.validation),
-                "test": evaluate_model(model, self.data.test),
+                "validation": evaluate_model(model, self.data.validation, self.dist),
+                "test": evaluate_model(model, self.data.test, self.dist),
                 "fractional_gates": stats["fractional"],
             }
             state.reports["before_hardening"] = before
@@ -270,14 +278,15 @@ class Trainer:
 
     def _train_epoch(self, model: MultiTaskModel, optimizer: torch.optim.Optimizer, state: TrainingState) -> dict[str, Any]:
         model.train()
+        forward = self._wrap(model)
         cat, num, labels = as_tensors(self.train_data)
         n_batches = sum(1 for _ in _batches(len(self.train_data), self.config.batch_size, self.config.seed, state.epoch))
         loss_sum = penalty_sum = 0.0
         start = time.perf_counter()
         with _progress_bar(self.progress, f"epoch {state.epoch} [{state.phase}]", n_batches) as advance:
             for index in _batches(len(self.train_data), self.config.batch_size, self.config.seed, state.epoch):
-                idx = torch.from_numpy(index)
-                logits = model(cat[idx], num[idx])
+                idx = torch.from_numpy(self._local_rows(index))
+                logits = forward(cat[idx], num[idx])
                 task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[idx], reduction="none").mean(0).sum()
                 penalty = model.penalty()
                 optimizer.zero_grad(set_to_none=True)
@@ -287,7 +296,7 @@ class Trainer:
                 penalty_sum += float(penalty.detach())
                 advance()
         seconds = time.perf_counter() - start
-        validation = evaluate_model(model, self.data.validation)
+        validation = evaluate_model(model, self.data.validation, self.dist)
         return {
             "epoch": state.epoch,
             "phase": state.phase,
@@ -299,8 +308,33 @@ class Trainer:
             "masks": _mask_stats(model),
         }
 
+    # ----- distribution ------------------------------------------------------------------
+    def _wrap(self, model: MultiTaskModel):
+        """DDP around the current model (re-wrapped after each phase switch: shapes change)."""
+        if not self.dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if getattr(self, "_wrapped_for", None) is not model:
+            self._wrapped, self._wrapped_for = DistributedDataParallel(model), model
+        return self._wrapped
+
+    def _local_rows(self, index: np.ndarray) -> np.ndarray:
+        """This rank's equal share of a global batch (the remainder rows are dropped)."""
+        if not self.dist.enabled:
+            return index
+        share = len(index) // self.dist.world_size
+        return index[self.dist.rank * share : (self.dist.rank + 1) * share]
+
     # ----- persistence -------------------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
+        try:
+            if self.dist.is_main:
+                self._prepare_run_dir_main(resume)
+        finally:
+            self.dist.barrier()
+
+    def _prepare_run_dir_main(self, resume: bool) -> None:
         info = RunInfo(model_config=self.model_config, train_config=self.config, dataset=self.dataset, feature_spec=self.data.spec)
         run_file = self.run_dir / RUN_FILE
         if run_file.exists():
@@ -319,6 +353,11 @@ class Trainer:
         atomic_write_json(run_file, info.to_json())
 
     def _checkpoint(self, model, optimizer, state: TrainingState, best) -> None:
+        if self.dist.is_main:
+            self._write_checkpoint(model, optimizer, state, best)
+        self.dist.barrier()
+
+    def _write_checkpoint(self, model, optimizer, state: TrainingState, best) -> None:
         optim_tensors, optim_meta = optimizer_tensors(optimizer)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"best.{k}": v for k, v in best.items()})
@@ -336,8 +375,8 @@ class Trainer:
 
     def _finish(self, model: MultiTaskModel, state: TrainingState, best) -> TrainResult:
         model.eval()
-        validation = evaluate_model(model, self.data.validation)
-        test = evaluate_model(model, self.data.test)
+        validation = evaluate_model(model, self.data.validation, self.dist)
+        test = evaluate_model(model, self.data.test, self.dist)
         summary = {
             "model": self.model_config.kind,
             "dataset": self.dataset.describe(),
@@ -354,8 +393,10 @@ class Trainer:
         if isinstance(model, MoME):
             summary["masks"] = _mask_stats(model)
             summary["hardening_auc_change"] = _auc_change(state.reports.get("before_hardening", {}).get("test"), test)
-        save_tensors(self.run_dir / MODEL_FILE, model.state_dict(), {"structure": model.structure(), "summary": summary})
-        atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+        if self.dist.is_main:
+            save_tensors(self.run_dir / MODEL_FILE, model.state_dict(), {"structure": model.structure(), "summary": summary})
+            atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+        self.dist.barrier()
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
@@ -413,7 +454,10 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train (or resume) `model_config.kind` on `data` into `run_dir`."""
-    trainer = Trainer(run_dir=run_dir, data=data, model_config=model_config, train_config=train_config, dataset=dataset, progress=progress)
+    trainer = Trainer(
+        run_dir=run_dir, data=data, model_config=model_config, train_config=train_config, dataset=dataset,
+        progress=progress, distributed=context_from_env(),
+    )
     return trainer.run(resume=resume)
 
 
