@@ -347,6 +347,8 @@ class Trainer:
                 raise ConfigError(
                     f"{self.run_dir} holds a run with other settings; resume with the same flags, or choose another --out folder"
                 )
+            for stale in [*self.run_dir.glob(".*.tmp"), *(self.run_dir / CHECKPOINT_DIR).glob(".*.tmp")]:
+                stale.unlink(missing_ok=True)  # a write that a kill interrupted before its rename
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
