@@ -8,6 +8,8 @@ import typer
 
 from mome_edge.cli import demo_cmd, evaluate_cmd, train_cmd
 from mome_edge.cli import compile_cmd, inspect_cmd, predict_cmd
+from mome_edge.cli import bench_cmd, export_cmd
+from mome_edge.cli import prepare_cmd
 from mome_edge.errors import MomeError
 
 INVOCATION_ARGS: list[str] = []  # what this process was called with (for re-launching under torchrun)
@@ -25,17 +27,24 @@ app.command("demo")(demo_cmd.demo)
 app.command("compile")(compile_cmd.compile_command)
 app.command("inspect")(inspect_cmd.inspect_command)
 app.command("predict")(predict_cmd.predict_command)
+app.command("export")(export_cmd.export)
+app.command("bench")(bench_cmd.bench)
+app.command("prepare")(prepare_cmd.prepare)
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True),
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from mome_edge import __version__
 
         typer.echo(__version__)
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True, callback=_print_version),
+) -> None:
+    """Compress multi-task recommendation models with Mixture-of-Masked-Experts and ship them to devices."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -396,6 +396,7 @@ class Trainer:
             summary["masks"] = _mask_stats(model)
             summary["hardening_auc_change"] = _auc_change(state.reports.get("before_hardening", {}).get("test"), test)
         if self.dist.is_main:
+            atomic_write_json(self.run_dir / METRICS_FILE, self.history)  # also when resumed after the last checkpoint
             save_tensors(self.run_dir / MODEL_FILE, model.state_dict(), {"structure": model.structure(), "summary": summary})
             atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
         self.dist.barrier()
