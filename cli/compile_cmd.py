@@ -1,0 +1,54 @@
+"""`mome-edge compile`: a finished run -> one small, safe, self-describing artifact file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from mome_edge.cli.common import fmt, print_json, stderr, stdout
+from mome_edge.cli.options import DataDir, Json, data_dir_or_none
+
+
+def compile_command(
+    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="A finished run folder written by `mome-edge train`."),
+    output: Path = typer.Option(..., "-o", "--output", help="Artifact file to write, e.g. model.mome (written atomically)."),
+    weights: str = typer.Option("fp32", "--weights", help="Storage precision of weights, embeddings, gates and towers: fp32, fp16 or int8."),
+    json_output: bool = Json,
+    data_dir: Optional[Path] = DataDir,
+) -> None:
+    """Compile a trained run into one artifact file.
+
+    Reads the run's test split (--data-dir for real data sets) to check the compiled model
+    against the trained one and to report the test AUC change of fp16/int8 storage.
+    """
+    from mome_edge.artifact import check_weights
+    from mome_edge.compile import compile_to_file
+
+    check_weights(weights)  # fail on a typo before loading data
+    report = compile_to_file(run_dir, output, weights=weights, data_dir=data_dir_or_none(data_dir))
+    if json_output:
+        print_json(report.to_json())
+        return
+    stderr.print(f"[dim]wrote {output} ({report.file_bytes:,} bytes, {weights}); parity vs trained model: max |dp| = {report.parity_max_abs_diff:.2g}[/dim]")
+    sizes = Table(title=f"{output}: bytes by component")
+    sizes.add_column("component")
+    sizes.add_column("bytes", justify="right")
+    sizes.add_column("share", justify="right")
+    for name, size in report.components.items():
+        sizes.add_row(name, f"{size:,}", f"{100 * size / report.file_bytes:.1f}%")
+    sizes.add_row("[bold]file[/bold]", f"[bold]{report.file_bytes:,}[/bold]", "100.0%")
+    stdout.print(sizes)
+    auc = Table(title=f"test AUC ({report.rows:,} rows, numpy reference of the artifact)")
+    auc.add_column("task")
+    auc.add_column("fp32", justify="right")
+    if weights != "fp32":
+        auc.add_column(weights, justify="right")
+        auc.add_column("change", justify="right")
+    for task, base in report.test_auc_fp32.items():
+        change = report.auc_change[task]
+        cells = [fmt(base)] if weights == "fp32" else [fmt(base), fmt(report.test_auc[task]), "n/a" if change is None else f"{change:+.5f}"]
+        auc.add_row(task, *cells)
+    stdout.print(auc)

@@ -1,0 +1,49 @@
+"""`mome-edge predict`: CSV out, one column per task, rows in input order; errors as one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mome_edge.artifact import read_artifact
+from mome_edge.predict import reference_predict
+from test_compile_cli import assert_one_error_line, invoke
+
+CSV_PROB_TOLERANCE = 1e-6  # probabilities are written with 7 significant digits
+
+
+def test_predict_a_dataset_split(tiny_artifact, tiny_splits, tmp_path: Path) -> None:
+    path, out = tiny_artifact("mome", "fp32"), tmp_path / "preds.csv"
+    code, stdout, err = invoke(["predict", str(path), "--dataset", "synthetic", "--split", "test", "--output", str(out)])
+    assert code == 0, err
+    assert stdout == ""
+    lines = out.read_text(encoding="utf-8").splitlines()
+    model = read_artifact(path).model
+    assert lines[0] == ",".join(model.tasks)
+    probs = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)
+    expected = reference_predict(model, tiny_splits.test.categorical, tiny_splits.test.numerical)
+    np.testing.assert_allclose(probs, expected, atol=CSV_PROB_TOLERANCE)
+
+
+def test_predict_raw_rows(tiny_artifact, tmp_path: Path) -> None:
+    model = read_artifact(tiny_artifact("mome", "int8")).model
+    names = [*model.spec.field_names, *model.spec.numerical_names]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n" + ",".join("" for _ in names) + "\n", encoding="utf-8")
+    out = tmp_path / "preds.csv"
+    code, _, err = invoke(["predict", str(tiny_artifact("mome", "int8")), "--input", str(rows), "-o", str(out)])
+    assert code == 0, err
+    assert np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2).shape == (2, len(model.tasks))
+
+
+def test_predict_errors(tiny_artifact, tmp_path: Path) -> None:
+    path, out = str(tiny_artifact("mome", "fp32")), str(tmp_path / "p.csv")
+    rows = tmp_path / "rows.csv"
+    rows.write_text("bucket1\n3\n", encoding="utf-8")
+    assert_one_error_line(*invoke(["predict", path, "--output", out]), "exactly one of --dataset NAME or --input ROWS.csv")
+    assert_one_error_line(*invoke(["predict", path, "--input", str(rows), "--dataset", "synthetic", "--output", out]), "exactly one of")
+    assert_one_error_line(*invoke(["predict", path, "--input", str(rows), "--output", out]), "lack the feature columns")
+    assert_one_error_line(*invoke(["predict", path, "--dataset", "synthetic", "--split", "dev", "--output", out]), "--split 'dev' is unknown")
+    assert_one_error_line(*invoke(["predict", path, "--input", str(tmp_path / "none.csv"), "--output", out]), "does not exist")
+    assert not Path(out).exists()
