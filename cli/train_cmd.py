@@ -23,6 +23,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Run folder to create (checkpoints, configs, metrics)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="census-income, aliexpress, synthetic or synthetic-aliexpress."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="TOML spec of your own CSV/Parquet data (instead of --dataset)."),
+    prepared: Optional[Path] = typer.Option(None, "--prepared", help="Folder written by `mome-edge prepare`: streamed, bounded memory."),
     data_dir: Optional[Path] = DataDir,
     task_group: str = typer.Option("income-marital", "--task-group", help="census-income tasks: income-marital or education-marital."),
     epochs: int = typer.Option(_defaults_train.epochs, "--epochs", help="Total epochs (MoME: neuron + expert + hardening phases)."),
@@ -54,10 +55,10 @@ def train(
     quiet: bool = Quiet,
 ) -> None:
     """Train a multi-task model; the run folder feeds `evaluate` and `compile`."""
-    from mome_edge.runs import DatasetRef
+    from mome_edge.runs import PREPARED, DatasetRef
 
-    if (dataset is None) == (spec is None):
-        raise ConfigError("give exactly one of --dataset NAME or --spec FILE.toml")
+    if sum(x is not None for x in (dataset, spec, prepared)) != 1:
+        raise ConfigError("give exactly one of --dataset NAME, --spec FILE.toml or --prepared DIR")
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -79,15 +80,20 @@ def train(
         gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
     )
     train_config.expert_epochs(model_config.kind)
-    ref = DatasetRef(
-        name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
-        seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
-    )
+    if prepared is not None:
+        if not (prepared / "prepared.json").is_file():
+            raise ConfigError(f"--prepared {prepared} holds no prepared.json; run `mome-edge prepare ... --out {prepared}` first")
+        ref = DatasetRef(name=PREPARED, data_dir=str(prepared.resolve()), seed=split_seed)
+    else:
+        ref = DatasetRef(
+            name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
+            seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
+        )
     from mome_edge.train import train as run_training
 
-    data = ref.load()
+    data = ref.open()
     if not quiet:
-        stderr.print(f"[dim]{ref.describe()}: {len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test rows, tasks {', '.join(data.spec.tasks)}[/dim]")
+        stderr.print(f"[dim]{ref.describe()}: {data.train_rows()} training rows, tasks {', '.join(data.spec.tasks)}[/dim]")
     result = run_training(run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume, progress=not quiet)
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports

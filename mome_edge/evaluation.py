@@ -31,16 +31,15 @@ def write_predictions_csv(path: str | Path, probs: np.ndarray, tasks: list[str] 
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, predictions_path: str | Path | None = None) -> EvaluationReport:
-    from mome_edge.train import load_trained_model, predict_proba
+    """Metrics of a run's selected model on one split of its data (streamed for prepared data)."""
+    from mome_edge.train import load_trained_model, predict_arrays, predict_proba
 
     model, info, _ = load_trained_model(run_dir)
     ref = info.dataset if data_dir is None else dataclasses.replace(info.dataset, data_dir=data_dir)
+    if ref.is_prepared:
+        return _evaluate_prepared(model, info, ref, split, predictions_path, lambda c, n: predict_arrays(model, c, n))
     data = ref.load()
-    if data.spec.to_json() != info.feature_spec.to_json():
-        raise DataError(
-            f"the data of {ref.describe()} no longer encodes as it did when {run_dir} was trained "
-            "(file or split changed); evaluate with the original data files"
-        )
+    _check_same_encoding(data.spec, info, ref, run_dir)
     part = data.get(split)
     probs = predict_proba(model, part)
     if predictions_path is not None:
@@ -48,3 +47,66 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data_dir: str | No
     return EvaluationReport(
         model_kind=info.model_config.kind, split=split, rows=len(part), metrics=task_metrics(part.labels, probs, part.spec.tasks)
     )
+
+
+def _check_same_encoding(spec, info, ref, run_dir) -> None:
+    if spec.to_json() != info.feature_spec.to_json():
+        raise DataError(
+            f"the data of {ref.describe()} no longer encodes as it did when {run_dir} was trained "
+            "(file or split changed); evaluate with the original data files"
+        )
+
+
+def _evaluate_prepared(model, info, ref, split, predictions_path, predict) -> EvaluationReport:
+    """Streamed: features are read batch by batch; predictions go straight to the CSV."""
+    from mome_edge.data.prepared import PreparedDataset
+    from mome_edge.streaming_metrics import StreamingTaskMetrics
+
+    dataset = PreparedDataset(str(ref.data_dir))
+    _check_same_encoding(dataset.spec, info, ref, ref.data_dir)
+    metrics = StreamingTaskMetrics(dataset.spec.tasks)
+    writer = _StreamingCsv(predictions_path, dataset.spec.tasks) if predictions_path is not None else None
+    try:
+        for cat, num, labels in dataset.iter_split(split, 8192):
+            probs = predict(cat, num)
+            metrics.update(labels, probs)
+            if writer is not None:
+                writer.write(probs)
+        if writer is not None:
+            writer.commit()
+    finally:
+        if writer is not None:
+            writer.discard()
+    return EvaluationReport(model_kind=info.model_config.kind, split=split, rows=metrics.rows, metrics=metrics.result())
+
+
+class _StreamingCsv:
+    """A CSV written batch by batch into a temp file that replaces the destination at the end."""
+
+    def __init__(self, path: str | Path, tasks) -> None:
+        import os
+        import tempfile
+
+        self.path = Path(path)
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent or ".")
+        self.handle = os.fdopen(fd, "w")
+        self.handle.write(",".join(tasks) + "\n")
+
+    def write(self, probs: np.ndarray) -> None:
+        np.savetxt(self.handle, probs, delimiter=",", fmt="%.7g")
+
+    def commit(self) -> None:
+        import os
+
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        import os
+
+        if not self.handle.closed:
+            self.handle.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)

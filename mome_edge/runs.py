@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mome_edge.data.types import DataSplits
 from mome_edge.config import ModelConfig, TrainConfig, config_from_json, config_to_json
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError
@@ -25,6 +26,7 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
+PREPARED = "prepared"  # DatasetRef.name of shards written by `mome-edge prepare` (data_dir = their folder)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,8 +41,25 @@ class DatasetRef:
     max_rows: int | None = None
     synthetic_rows: int | None = None
 
+    @property
+    def is_prepared(self) -> bool:
+        return self.name == PREPARED
+
+    def open(self):  # -> TrainingData: streamed shards for prepared data, else in memory
+        from mome_edge.training_data import InMemoryData, PreparedData
+
+        if self.is_prepared:
+            return PreparedData(str(self.data_dir))
+        return InMemoryData(self.load())
+
     def load(self):  # -> DataSplits (import kept local: the data package is heavy)
         from mome_edge.data import load_dataset
+
+        if self.is_prepared:
+            from mome_edge.data.prepared import PreparedDataset
+
+            prepared = PreparedDataset(str(self.data_dir))
+            return DataSplits(**{split: prepared.load_split(split) for split in ("train", "validation", "test")})
 
         return load_dataset(
             self.name,
@@ -53,6 +72,8 @@ class DatasetRef:
         )
 
     def describe(self) -> str:
+        if self.is_prepared:
+            return f"prepared {Path(str(self.data_dir)).name}"
         return self.name or f"spec {self.spec_path}"
 
 

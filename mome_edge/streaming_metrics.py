@@ -101,6 +101,10 @@ class StreamingTaskMetrics:
             out[task] = float(0.5 * (negative * positive).sum() / pairs) if pairs else None
         return out
 
+    def flush(self) -> None:
+        """Fold buffered rows into `counts` (before all-reducing the state across ranks)."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self._pending:
             return

@@ -13,7 +13,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from mome_edge.checkpoint import load_tensors, optimizer_tensors, restore_optimi
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.data.types import DataSplits, MultiTaskData
 from mome_edge.distributed import DistributedContext, context_from_env
+from mome_edge.training_data import InMemoryData, TrainingData
 from mome_edge.errors import ArtifactError, ConfigError
 from mome_edge.gates import fraction_fractional
 from mome_edge.metrics import mean_auc, task_metrics
@@ -88,13 +89,18 @@ def predict_proba(model: MultiTaskModel, data: MultiTaskData, batch_size: int = 
     return torch.cat(out).numpy() if out else np.zeros((0, len(data.spec.tasks)), dtype=np.float32)
 
 
-def evaluate_model(model: MultiTaskModel, data: MultiTaskData, ctx: DistributedContext | None = None) -> dict[str, dict[str, float | None]]:
-    """Per-task metrics; under torchrun each rank predicts every W-th row and rows are gathered."""
-    if ctx is None or not ctx.enabled:
-        return task_metrics(data.labels, predict_proba(model, data), data.spec.tasks)
-    local = predict_proba(model, data.take(np.arange(ctx.rank, len(data), ctx.world_size)))
-    probs = ctx.gather_rows(torch.from_numpy(local), len(data)).numpy()
-    return task_metrics(data.labels, probs, data.spec.tasks)
+@torch.no_grad()
+def predict_arrays(model: MultiTaskModel, categorical: np.ndarray, numerical: np.ndarray) -> np.ndarray:
+    """Eval-mode probabilities of one batch of encoded rows, float32 [B, T]."""
+    was_training = model.training
+    model.eval()
+    probs = torch.sigmoid(model(torch.from_numpy(categorical), torch.from_numpy(numerical))).numpy()
+    model.train(was_training)
+    return probs
+
+
+def evaluate_model(model: MultiTaskModel, data: MultiTaskData) -> dict[str, dict[str, float | None]]:
+    return task_metrics(data.labels, predict_proba(model, data), data.spec.tasks)
 
 
 def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -105,15 +111,6 @@ def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Op
     if gates:
         groups.append({"params": gates, "lr": config.gate_lr, "weight_decay": 0.0})
     return torch.optim.Adam(groups)
-
-
-def _batches(n_rows: int, batch_size: int, seed: int, epoch: int) -> Iterator[np.ndarray]:
-    # The order depends only on (seed, epoch): a resumed run sees the same batches.
-    order = np.random.default_rng([seed, epoch]).permutation(n_rows)
-    for start in range(0, n_rows, batch_size):
-        index = order[start : start + batch_size]
-        if len(index) >= 2:  # batch norm needs two rows
-            yield index
 
 
 def _set_phase_lambda(model: MultiTaskModel, config: TrainConfig) -> None:
@@ -150,7 +147,7 @@ class Trainer:
         self,
         *,
         run_dir: str | Path,
-        data: DataSplits,
+        data: DataSplits | TrainingData,
         model_config: ModelConfig,
         train_config: TrainConfig,
         dataset: DatasetRef,
@@ -161,16 +158,15 @@ class Trainer:
         self.dist = distributed or DistributedContext()
         progress = progress and self.dist.is_main
         self.run_dir = Path(run_dir)
-        self.data = data
+        if isinstance(data, DataSplits):
+            data = InMemoryData(data, max_train_rows=train_config.max_train_rows)
+        self.data: TrainingData = data
         self.model_config = model_config
         self.config = train_config
         self.dataset = dataset
         self.progress = progress
         self.console = console or Console(stderr=True, quiet=not progress, soft_wrap=True)
         train_config.expert_epochs(model_config.kind)  # validates the MoME budget early
-        self.train_data = data.train
-        if train_config.max_train_rows is not None and train_config.max_train_rows < len(data.train):
-            self.train_data = data.train.take(np.arange(train_config.max_train_rows))
         self.history: list[dict[str, Any]] = []
 
     # ----- set-up and resume -------------------------------------------------------------
@@ -221,7 +217,7 @@ class Trainer:
             state.epochs_in_phase += 1
             record = self._train_epoch(model, optimizer, state)
             score = mean_auc(record["validation"])
-            if score > state.best_score:
+            if score > state.best_score or not best:  # a split without both classes still selects
                 state.best_score, state.best_epoch, state.bad_epochs = score, state.epoch, 0
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
@@ -257,8 +253,8 @@ class Trainer:
             stats = _mask_stats(model)
             before = {
                 "epoch": state.best_epoch,
-                "validation": evaluate_model(model, self.data.validation, self.dist),
-                "test": evaluate_model(model, self.data.test, self.dist),
+                "validation": self._evaluate(model, "validation"),
+                "test": self._evaluate(model, "test"),
                 "fractional_gates": stats["fractional"],
             }
             state.reports["before_hardening"] = before
@@ -279,15 +275,14 @@ class Trainer:
     def _train_epoch(self, model: MultiTaskModel, optimizer: torch.optim.Optimizer, state: TrainingState) -> dict[str, Any]:
         model.train()
         forward = self._wrap(model)
-        cat, num, labels = as_tensors(self.train_data)
-        n_batches = sum(1 for _ in _batches(len(self.train_data), self.config.batch_size, self.config.seed, state.epoch))
+        plan = dict(batch_size=self.config.batch_size, seed=self.config.seed, epoch=state.epoch, ctx=self.dist)
+        n_batches = self.data.num_train_batches(**plan)
         loss_sum = penalty_sum = 0.0
         start = time.perf_counter()
         with _progress_bar(self.progress, f"epoch {state.epoch} [{state.phase}]", n_batches) as advance:
-            for index in _batches(len(self.train_data), self.config.batch_size, self.config.seed, state.epoch):
-                idx = torch.from_numpy(self._local_rows(index))
-                logits = forward(cat[idx], num[idx])
-                task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels[idx], reduction="none").mean(0).sum()
+            for cat, num, labels in self.data.train_batches(**plan):
+                logits = forward(cat, num)
+                task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0).sum()
                 penalty = model.penalty()
                 optimizer.zero_grad(set_to_none=True)
                 (task_loss + penalty).backward()
@@ -296,14 +291,14 @@ class Trainer:
                 penalty_sum += float(penalty.detach())
                 advance()
         seconds = time.perf_counter() - start
-        validation = evaluate_model(model, self.data.validation, self.dist)
+        validation = self._evaluate(model, "validation")
         return {
             "epoch": state.epoch,
             "phase": state.phase,
             "train_loss": loss_sum / max(n_batches, 1),
             "penalty": penalty_sum / max(n_batches, 1),
             "seconds": seconds,
-            "rows_per_s": len(self.train_data) / seconds if seconds > 0 else None,
+            "rows_per_s": self.data.train_rows() / seconds if seconds > 0 else None,
             "validation": validation,
             "masks": _mask_stats(model),
         }
@@ -319,12 +314,8 @@ class Trainer:
             self._wrapped, self._wrapped_for = DistributedDataParallel(model), model
         return self._wrapped
 
-    def _local_rows(self, index: np.ndarray) -> np.ndarray:
-        """This rank's equal share of a global batch (the remainder rows are dropped)."""
-        if not self.dist.enabled:
-            return index
-        share = len(index) // self.dist.world_size
-        return index[self.dist.rank * share : (self.dist.rank + 1) * share]
+    def _evaluate(self, model: MultiTaskModel, split: str) -> dict[str, dict[str, float | None]]:
+        return self.data.evaluate(lambda cat, num: predict_arrays(model, cat, num), split, self.dist)
 
     # ----- persistence -------------------------------------------------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
@@ -377,8 +368,8 @@ class Trainer:
 
     def _finish(self, model: MultiTaskModel, state: TrainingState, best) -> TrainResult:
         model.eval()
-        validation = evaluate_model(model, self.data.validation, self.dist)
-        test = evaluate_model(model, self.data.test, self.dist)
+        validation = self._evaluate(model, "validation")
+        test = self._evaluate(model, "test")
         summary = {
             "model": self.model_config.kind,
             "dataset": self.dataset.describe(),
@@ -449,7 +440,7 @@ class _progress_bar:
 def train(
     *,
     run_dir: str | Path,
-    data: DataSplits,
+    data: DataSplits | TrainingData,
     model_config: ModelConfig,
     train_config: TrainConfig,
     dataset: DatasetRef,
