@@ -1,0 +1,555 @@
+"""CompiledModel -> ONNX graph, node by node with onnx.helper (numpy in, no torch).
+
+The graph has two parts, kept apart on purpose:
+
+* the *weight-decoding* subgraph: nodes whose inputs are all initializers and whose outputs
+  are float32 weights (unpack a bitset -> 0/1 -> multiply with the shared base weight;
+  dequantise int8 (Cast, Mul by scales); cast fp16). Any constant folding turns it back into dense float experts,
+  so the simplifier never sees it (see onnx_export._simplify) and the low-memory runtime
+  disables ONNX Runtime's ConstantFolding;
+* the *compute* subgraph: embeddings, expert layers, routing, towers.
+
+Layouts inside the graph (B batch, E experts, T tasks):
+  first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side;
+  later layers:      batched MatMul (E, B, in) @ (E, in, out);
+  routing:           softmax gates (B, T, E) @ expert outputs (B, E, d) -> (B, T, d);
+  towers:            batched MatMul (T, B, in) @ (T, in, out).
+Per-expert normalisation scales are folded into the expert weights *inside the decoder*
+(W_e = M_e * (W * s_e)), so the stored base weight stays shared.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.errors import ConfigError
+
+INPUT_CATEGORICAL = "categorical"
+INPUT_NUMERICAL = "numerical"
+BATCH_DIM = "batch"
+BIT_ORDER = "big"  # numpy.packbits' default: the first weight is the most significant bit of byte 0
+ONNX_FORMAT_VERSION = 1
+EXPERT_MODES = ("bitset", "dense")
+MIN_OPSET = 17
+BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
+
+# metadata_props keys: what a device app needs to encode raw rows and name the outputs
+META_FORMAT_VERSION = "mome.format_version"
+META_FEATURE_SPEC = "mome.feature_spec"
+META_TASKS = "mome.tasks"
+META_KIND = "mome.kind"
+META_EXPERTS = "mome.experts"
+META_STORAGE = "mome.storage"
+META_OOV_ID = "mome.oov_id"
+META_BIT_ORDER = "mome.bit_order"
+META_MODEL_METADATA = "mome.model_metadata"
+
+
+@dataclass(frozen=True)
+class StoredTensor:
+    """How one weight is stored in the file: float32 as is, float16 (+Cast) or int8 (+Cast, Mul by scales).
+
+    `data` is in the compiled layout (e.g. (out, in) for a shared base weight). int8 follows
+    the artifact's convention (docs/artifact-format.md, section 4): symmetric, zero point 0,
+    x = data * expand_dims(scale, axis), i.e. `scale` has data's shape without `axis`
+    (axis None: one scalar scale).
+    """
+
+    data: np.ndarray
+    scale: np.ndarray | None = None
+    axis: int | None = None
+
+    @property
+    def storage(self) -> str:
+        return {np.dtype(np.float32): "fp32", np.dtype(np.float16): "fp16", np.dtype(np.int8): "int8"}[self.data.dtype]
+
+    def dequantised(self) -> np.ndarray:
+        """The float32 values, computed as the artifact reader does."""
+        if self.storage != "int8":
+            return self.data.astype(np.float32)
+        scale = np.asarray(self.scale, dtype=np.float32)
+        return self.data.astype(np.float32) * (scale if self.axis is None else np.expand_dims(scale, self.axis))
+
+    def with_masks(self, masks: np.ndarray) -> "StoredTensor":
+        """Materialised experts (E, out, in) in the same storage: mask * weight is exact in fp16 and int8."""
+        data = masks.astype(self.data.dtype) * self.data[None]  # (E, out, in)
+        if self.storage != "int8":
+            return StoredTensor(data=data)
+        if self.axis is None:
+            return StoredTensor(data=data, scale=self.scale, axis=None)
+        scale = np.broadcast_to(np.expand_dims(np.asarray(self.scale, np.float32), 0), (masks.shape[0], *np.shape(self.scale)))
+        return StoredTensor(data=data, scale=np.ascontiguousarray(scale), axis=self.axis + 1)
+
+
+# key -> stored tensor; keys name arrays of the CompiledModel (see weight_keys)
+WeightSource = Mapping[str, StoredTensor]
+
+
+@dataclass
+class GraphInfo:
+    """What the builder knows about the graph it made (for simplification checks and reports)."""
+
+    decode_nodes: set[str] = field(default_factory=set)
+    decode_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # decoder outputs read by compute nodes
+    bitset_initializers: list[str] = field(default_factory=list)
+    quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
+    storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
+
+
+class _Builder:
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: dict[str, onnx.TensorProto] = {}
+        self.info = GraphInfo()
+        self._count = 0
+
+    def _fresh(self, stem: str) -> str:
+        self._count += 1
+        return f"mome/{stem}_{self._count}"
+
+    def const(self, stem: str, array: np.ndarray, *, storage: str | None = None) -> str:
+        name = self._fresh(stem)
+        self.inits[name] = numpy_helper.from_array(np.asarray(array, order="C"), name)  # (ascontiguousarray would make a scalar 1-d)
+        if storage is not None:
+            self.info.storage[name] = storage
+        return name
+
+    def i64(self, stem: str, values) -> str:
+        return self.const(stem, np.asarray(values, dtype=np.int64))
+
+    def op(self, op_type: str, inputs: list[str], *, stem: str | None = None, output: str | None = None,
+           decode: bool = False, **attrs) -> str:
+        out = output or self._fresh(stem or op_type.lower())
+        node_name = self._fresh(f"{stem or op_type.lower()}_node")
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        if decode:
+            self.info.decode_nodes.add(node_name)
+        return out
+
+
+# --- weights -----------------------------------------------------------------------------------
+
+
+def _stored(source: WeightSource | None, key: str, fallback: np.ndarray) -> StoredTensor:
+    if source is not None and key in source:
+        return source[key]
+    return StoredTensor(data=np.asarray(fallback, dtype=np.float32))
+
+
+def _decode(b: _Builder, stem: str, stored: StoredTensor) -> str:
+    """Initializer + decode nodes -> name of a float32 tensor in the compiled layout.
+
+    fp16: Cast. int8: Cast, then Mul by the per-channel scales. Not DequantizeLinear: ONNX
+    Runtime's constant folding leaves DequantizeLinear in place (for QDQ fusions) unless the
+    session sets session.disable_quant_qdq, so a device app with default options would
+    dequantise on every call; Cast and Mul fold at load under any options.
+    """
+    if stored.storage == "fp32":
+        return b.const(stem, stored.data, storage="fp32")
+    raw = b.const(f"{stem}_{stored.storage}", stored.data, storage=stored.storage)
+    return _to_float(b, stem, raw, stored)
+
+
+def _to_float(b: _Builder, stem: str, raw: str, stored: StoredTensor, *, scale: np.ndarray | None = None) -> str:
+    """A stored fp16/int8 tensor name -> float32 values (`scale`: the broadcastable int8 scales)."""
+    out = b.op("Cast", [raw], stem=f"{stem}_f32" if stored.storage == "fp16" else f"{stem}_q_f32", to=TensorProto.FLOAT, decode=True)
+    b.info.quantised_nodes.append(b.nodes[-1].name)
+    if stored.storage == "fp16":
+        return out
+    if scale is None:
+        scale = np.asarray(stored.scale, dtype=np.float32)
+        scale = scale if stored.axis is None else np.expand_dims(scale, stored.axis)
+    out = b.op("Mul", [out, b.const(f"{stem}_scale", np.asarray(scale, dtype=np.float32))], stem=f"{stem}_f32", decode=True)
+    b.info.quantised_nodes.append(b.nodes[-1].name)
+    return out
+
+
+def _unpack_bits(b: _Builder, stem: str, bits: np.ndarray) -> str:
+    """bool array -> packed uint8 initializer + in-graph unpacking -> float32 0/1 of bits.shape."""
+    flat = np.ascontiguousarray(bits, dtype=bool).reshape(-1)
+    packed = np.packbits(flat, bitorder=BIT_ORDER)  # pad bits are zero
+    name = b.const(f"{stem}_bitset", packed, storage="bitset")
+    b.info.bitset_initializers.append(name)
+    col = b.op("Unsqueeze", [name, b.i64("axis1", [1])], stem=f"{stem}_bytes", decode=True)  # (N, 1)
+    shifts = b.const("bit_shifts", np.arange(7, -1, -1, dtype=np.uint8))  # (8,) MSB first
+    shifted = b.op("BitShift", [col, shifts], stem=f"{stem}_shifted", decode=True, direction="RIGHT")  # (N, 8)
+    if b.opset >= BITWISE_AND_OPSET:
+        bit = b.op("BitwiseAnd", [shifted, b.const("one_u8", np.array([1], np.uint8))], stem=f"{stem}_bit", decode=True)
+    else:
+        bit = b.op("Mod", [shifted, b.const("two_u8", np.array([2], np.uint8))], stem=f"{stem}_bit", decode=True)
+    flat_bits = b.op("Reshape", [bit, b.i64("shape", [-1])], stem=f"{stem}_flat", decode=True)  # (8N,)
+    if flat.size != packed.size * 8:  # drop the zero pad bits of the last byte
+        flat_bits = b.op("Slice", [flat_bits, b.i64("start", [0]), b.i64("end", [flat.size])], stem=f"{stem}_unpadded", decode=True)
+    shaped = b.op("Reshape", [flat_bits, b.i64("shape", list(bits.shape))], stem=f"{stem}_mask_u8", decode=True)
+    return b.op("Cast", [shaped], stem=f"{stem}_mask", decode=True, to=TensorProto.FLOAT)
+
+
+def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, first: bool, experts_mode: str,
+                    source: WeightSource | None) -> str:
+    """Per-expert weights with the normalisation scale folded in.
+
+    first=True  -> (in, E*out): the experts side by side for one MatMul on a shared input.
+    first=False -> (E, in, out): for a batched MatMul on per-expert inputs.
+    """
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    stored = _stored(source, key, layer.weight)
+    bitset = layer.masks is not None and experts_mode == "bitset"
+    if layer.masks is not None and not bitset and stored.storage != "fp32":
+        stored = stored.with_masks(layer.masks)  # dense experts, still fp16/int8
+    if not bitset and stored.storage == "fp32":
+        # dense: materialise M_e * W * s_e once, in numpy
+        dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
+        if first:
+            return b.const(f"{stem}_weight", dense.transpose(2, 0, 1).reshape(in_dim, e_count * out_dim), storage="fp32")
+        return b.const(f"{stem}_weight", dense.transpose(0, 2, 1), storage="fp32")
+
+    dec = dict(decode=True)
+    if bitset or stored.data.ndim == 2:
+        # shared base weight (out, in) [quantised or not] -> (in, 1, out) or (1, in, out)
+        mask = None
+        if bitset:
+            masks = layer.masks.transpose(2, 0, 1) if first else layer.masks.transpose(0, 2, 1)  # (in,E,out) | (E,in,out)
+            mask = _unpack_bits(b, f"{stem}_experts", masks)
+            base_t = _union_base(b, stem, stored, layer.masks, mask, expert_axis=1 if first else 0)  # (in, out)
+        else:  # a quantised shared weight without masks (fp32 ones were materialised above)
+            base = _decode(b, f"{stem}_base", stored)  # (out, in)
+            base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=[1, 0], **dec)
+        if first:
+            base_t = b.op("Unsqueeze", [base_t, b.i64("axis1", [1])], stem=f"{stem}_base_t3", **dec)  # (in, 1, out)
+            scale = b.const(f"{stem}_scale", layer.scale[None, :, :])  # (1, E, out)
+        else:
+            base_t = b.op("Unsqueeze", [base_t, b.i64("axis0", [0])], stem=f"{stem}_base_t3", **dec)  # (1, in, out)
+            scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
+        scaled = b.op("Mul", [base_t, scale], stem=f"{stem}_scaled", **dec)
+        if mask is not None:
+            weights = b.op("Mul", [scaled, mask], stem=f"{stem}_expert_weight", **dec)
+        else:  # shared weight without masks: every expert uses it (broadcast by Mul with the scales)
+            weights = scaled
+    else:
+        # per-expert quantised weights (E, out, in)
+        base = _decode(b, f"{stem}_base", stored)
+        perm = [2, 0, 1] if first else [0, 2, 1]
+        base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=perm, **dec)
+        scale = b.const(f"{stem}_scale", layer.scale[None, :, :] if first else layer.scale[:, None, :])
+        weights = b.op("Mul", [base_t, scale], stem=f"{stem}_expert_weight", **dec)
+    if first:
+        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_side_by_side", **dec)
+        b.info.decode_shapes[weights] = (in_dim, e_count * out_dim)
+    else:
+        b.info.decode_shapes[weights] = (e_count, in_dim, out_dim)
+    return weights
+
+
+def _union_base(b: _Builder, stem: str, stored: StoredTensor, masks: np.ndarray, mask: str, *, expert_axis: int) -> str:
+    """The shared base weight, transposed (in, out) float32, stored in "union layout".
+
+    Only the entries some expert uses (the union of the masks) are stored, as in the
+    artifact; the decoder finds their places from the unpacked masks: union = ReduceMax over
+    the experts, the k-th used entry (row-major over (in, out)) is values[k], i.e. entry j
+    reads values[CumSum(union)[j] - 1] and unused entries are 0. (NonZero + ScatterND would
+    say the same, but ONNX Runtime does not constant-fold NonZero, so the decoder would run
+    on every call.) int8 is dequantised after the expansion, one scale per output column.
+    """
+    union = masks.any(axis=0).T  # (in, out) bool
+    data = stored.data
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
+        data = stored.data
+    values = np.ascontiguousarray(data.T[union])  # (nnz,) in the stored dtype, row-major over (in, out)
+    dec = dict(decode=True)
+    zero = numpy_helper.from_array(np.zeros(1, dtype=values.dtype), "value")
+    shape = b.i64("shape", list(union.shape))
+    if values.size == 0:  # no expert uses any weight of this layer
+        dense = b.op("ConstantOfShape", [shape], stem=f"{stem}_base_t_stored", value=zero, **dec)
+    else:
+        vals = b.const(f"{stem}_base_values", values, storage=stored.storage)
+        if b.opset >= 18:
+            used = b.op("ReduceMax", [mask, b.i64("expert_axis", [expert_axis])], stem=f"{stem}_union", keepdims=0, **dec)
+        else:
+            used = b.op("ReduceMax", [mask], stem=f"{stem}_union", axes=[expert_axis], keepdims=0, **dec)
+        used_flat = b.op("Reshape", [used, b.i64("shape", [-1])], stem=f"{stem}_union_flat", **dec)  # (in*out,) 0/1
+        rank = b.op("CumSum", [b.op("Cast", [used_flat], stem=f"{stem}_union_i64", to=TensorProto.INT64, **dec),
+                               b.i64("axis0", 0)], stem=f"{stem}_union_rank", **dec)
+        index = b.op("Sub", [rank, b.i64("one", [1])], stem=f"{stem}_value_index", **dec)  # -1 before the first: masked below
+        gathered = b.op("Gather", [vals, index], stem=f"{stem}_gathered", axis=0, **dec)  # (in*out,)
+        gathered = b.op("Reshape", [gathered, shape], stem=f"{stem}_gathered_2d", **dec)
+        is_used = b.op("Cast", [used], stem=f"{stem}_union_bool", to=TensorProto.BOOL, **dec)  # (in, out)
+        zero_value = b.const(f"{stem}_zero", np.zeros((), dtype=values.dtype))
+        dense = b.op("Where", [is_used, gathered, zero_value], stem=f"{stem}_base_t_stored", **dec)  # (in, out)
+    if stored.storage == "fp32":
+        return dense
+    scale = None
+    if stored.storage == "int8":  # one scale per output = per column of (in, out), or one for all
+        scale = np.asarray(stored.scale, dtype=np.float32)
+        scale = scale.reshape(()) if stored.axis is None else scale
+    return _to_float(b, f"{stem}_base_t", dense, stored, scale=scale)
+
+
+def _linear_weight(b: _Builder, stem: str, lin: Linear, key: str, source: WeightSource | None) -> str:
+    """(G, out, in) -> a (G, in, out) float tensor."""
+    stored = _stored(source, key, lin.weight)
+    if stored.storage == "fp32":
+        return b.const(f"{stem}_weight_t", stored.data.transpose(0, 2, 1), storage="fp32")
+    base = _decode(b, stem, stored)
+    out = b.op("Transpose", [base], stem=f"{stem}_weight_t", perm=[0, 2, 1], decode=True)
+    g, o, i = lin.weight.shape
+    b.info.decode_shapes[out] = (g, i, o)
+    return out
+
+
+def _linear_shared_input(b: _Builder, stem: str, lin: Linear, x: str, key: str, source: WeightSource | None) -> str:
+    """x (B, in) -> (B, G*out): all groups side by side in one MatMul."""
+    g, o, i = lin.weight.shape
+    stored = _stored(source, key, lin.weight)
+    if stored.storage == "fp32":
+        w = b.const(f"{stem}_weight_side_by_side", stored.data.transpose(2, 0, 1).reshape(i, g * o), storage="fp32")
+    else:
+        w = _decode(b, stem, stored)  # (G, out, in)
+        w = b.op("Transpose", [w], stem=f"{stem}_igo", perm=[2, 0, 1], decode=True)  # (in, G, out)
+        w = b.op("Reshape", [w, b.i64("shape", [i, g * o])], stem=f"{stem}_side_by_side", decode=True)
+        b.info.decode_shapes[w] = (i, g * o)
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")
+    return b.op("Add", [y, b.const(f"{stem}_bias", lin.bias.reshape(-1))], stem=f"{stem}_out")  # (B, G*out)
+
+
+def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, source: WeightSource | None) -> str:
+    """x (G, B, in) -> (G, B, out)."""
+    w = _linear_weight(b, stem, lin, key, source)  # (G, in, out)
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")
+    return b.op("Add", [y, b.const(f"{stem}_bias", lin.bias[:, None, :])], stem=f"{stem}_out")
+
+
+# --- graph sections ------------------------------------------------------------------------------
+
+
+def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
+    """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV)."""
+    parts = []
+    if model.field_index:
+        # One flat table holding every kept embedding, read with per-column element indices:
+        # column c of x0 (field f, dimension j) reads flat[base_f + id_f * k_f + j]. Three
+        # Gathers whatever the number of fields, and no padding when fields differ in width.
+        field_of, width_of, offset_of, vocab_of = [], [], [], []
+        base = 0
+        for field_id, table in zip(model.field_index, model.embeddings):
+            vocab, width = table.shape
+            field_of += [field_id] * width
+            width_of += [width] * width
+            offset_of += [base + j for j in range(width)]
+            vocab_of += [vocab] * width
+            base += vocab * width
+        flat = _flat_table(b, model, source)
+        ids = b.op("Gather", [INPUT_CATEGORICAL, b.i64("field_of_column", field_of)], stem="ids", axis=1)  # (B, C)
+        ok = b.op("And", [
+            b.op("GreaterOrEqual", [ids, b.i64("zero", 0)], stem="ids_nonneg"),
+            b.op("Less", [ids, b.i64("vocab_of_column", vocab_of)], stem="ids_in_vocab"),
+        ], stem="ids_valid")
+        safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, C), in range
+        index = b.op("Add", [b.op("Mul", [safe, b.i64("width_of_column", width_of)], stem="row_start"),
+                             b.i64("offset_of_column", offset_of)], stem="flat_index")
+        parts.append(b.op("Gather", [flat, index], stem="embedded", axis=0))  # (B, C)
+    keep = np.asarray(model.numerical_keep, dtype=np.int64)
+    if len(keep):
+        if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
+            parts.append(INPUT_NUMERICAL)
+        else:
+            parts.append(b.op("Gather", [INPUT_NUMERICAL, b.i64("numerical_keep", keep)], stem="numerical_kept", axis=1))
+    if not parts:
+        raise ConfigError("the compiled model reads no input feature; it cannot be exported")
+    if len(parts) == 1:
+        return b.op("Identity", parts, stem="x0")
+    return b.op("Concat", parts, stem="x0", axis=1)  # (B, d0)
+
+
+def _flat_table(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
+    stored = [_stored(source, f"embeddings.{i}", t) for i, t in enumerate(model.embeddings)]
+    if all(s.storage == "fp32" for s in stored):
+        flat = np.concatenate([s.data.reshape(-1) for s in stored]).astype(np.float32)
+        return b.const("embedding_values", flat, storage="fp32")
+    pieces = []
+    for i, s in enumerate(stored):
+        t = _decode(b, f"embedding{i}", s)
+        pieces.append(b.op("Reshape", [t, b.i64("shape", [-1])], stem=f"embedding{i}_flat", decode=True))
+    out = b.op("Concat", pieces, stem="embedding_values", decode=True, axis=0) if len(pieces) > 1 else pieces[0]
+    b.info.decode_shapes[out] = (int(sum(t.size for t in model.embeddings)),)
+    return out
+
+
+def _select_columns(b: _Builder, h: str, index: np.ndarray | None, axis: int, stem: str) -> str:
+    if index is None:
+        return h
+    return b.op("Gather", [h, b.i64(f"{stem}_input_index", index)], stem=f"{stem}_input", axis=axis)
+
+
+def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, experts_mode: str,
+                 source: WeightSource | None) -> str:
+    """x (B, in) shared -> (E, B, out)."""
+    e_count, out_dim = layer.scale.shape
+    x = _select_columns(b, x, layer.input_index, 1, stem)
+    w = _expert_weights(b, stem, layer, key, first=True, experts_mode=experts_mode, source=source)  # (in, E*out)
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (B, E*out)
+    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
+    y = b.op("Relu", [y], stem=f"{stem}_relu")
+    y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out_dim])], stem=f"{stem}_by_expert")  # (B, E, out)
+    return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
+
+
+def _later_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, experts_mode: str,
+                 source: WeightSource | None) -> str:
+    """h (E, B, in) per expert -> (E, B, out)."""
+    h = _select_columns(b, h, layer.input_index, 2, stem)
+    w = _expert_weights(b, stem, layer, key, first=False, experts_mode=experts_mode, source=source)  # (E, in, out)
+    y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (E, B, out)
+    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
+    return b.op("Relu", [y], stem=f"{stem}_out")
+
+
+def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
+    """x0 (B, d0) -> per-task representation (T, B, d)."""
+    if not model.layers:
+        raise ConfigError(f"the compiled {model.kind} model has no expert layer; it cannot be exported")
+    h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
+    for i, layer in enumerate(model.layers[1:], start=1):
+        h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
+    tasks = len(model.tasks)
+    e_count = model.layers[-1].experts
+    if model.routing == "softmax":
+        if model.gates is None:
+            raise ConfigError("softmax routing without gates in the compiled model; recompile it")
+        logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
+        logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
+        weights = b.op("Softmax", [logits], stem="gate_weights", axis=-1)
+        h_be = b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
+        mixed = b.op("MatMul", [weights, h_be], stem="mixed")  # (B, T, d)
+        return b.op("Transpose", [mixed], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
+    if model.fixed_expert is None:
+        raise ConfigError("fixed routing without fixed_expert in the compiled model; recompile it")
+    fixed = list(model.fixed_expert)
+    if fixed == list(range(e_count)):
+        return h
+    return b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs", axis=0)  # (T, B, d)
+
+
+def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
+    tasks = len(model.tasks)
+    branches = None  # (T+1, B, d) after the first level; level 0 reads x0 everywhere
+    for i, level in enumerate(model.ple_levels):
+        stem = f"ple{i}"
+        key = f"ple.{i}.weight"
+        if branches is None:
+            out = _first_layer(b, f"{stem}_experts", level.experts, x0, key, experts_mode, source)  # (E, B, h)
+            g = len(model.tasks)
+            k = level.task_gates.weight.shape[1]
+            logits = _linear_shared_input(b, f"{stem}_task_gates", level.task_gates, x0, f"ple.{i}.task_gates.weight", source)
+            logits = b.op("Reshape", [logits, b.i64("shape", [-1, g, k])], stem=f"{stem}_task_logits")  # (B, T, K+S)
+            logits = b.op("Transpose", [logits], stem=f"{stem}_task_logits_t", perm=[1, 0, 2])  # (T, B, K+S)
+            shared_in = x0
+        else:
+            expert_in = b.op("Gather", [branches, b.i64(f"{stem}_owner", level.expert_owner)], stem=f"{stem}_expert_in", axis=0)
+            out = _later_layer(b, f"{stem}_experts", level.experts, expert_in, key, experts_mode, source)  # (E, B, h)
+            task_in = b.op("Slice", [branches, b.i64("start", [0]), b.i64("end", [tasks]), b.i64("axes", [0])], stem=f"{stem}_task_in")
+            logits = _linear_grouped(b, f"{stem}_task_gates", level.task_gates, task_in, f"ple.{i}.task_gates.weight", source)
+            shared_in = b.op("Gather", [branches, b.i64(f"{stem}_shared_branch", tasks)], stem=f"{stem}_shared_in", axis=0)
+        task_w = b.op("Softmax", [logits], stem=f"{stem}_task_weights", axis=-1)  # (T, B, K+S)
+        chosen = b.op("Gather", [out, b.i64(f"{stem}_selection", level.task_selection)], stem=f"{stem}_chosen", axis=0)  # (T, K+S, B, h)
+        chosen = b.op("Transpose", [chosen], stem=f"{stem}_chosen_t", perm=[0, 2, 1, 3])  # (T, B, K+S, h)
+        task_w = b.op("Unsqueeze", [task_w, b.i64("axis2", [2])], stem=f"{stem}_task_weights_row")  # (T, B, 1, K+S)
+        task_out = b.op("MatMul", [task_w, chosen], stem=f"{stem}_task_mix")  # (T, B, 1, h)
+        task_out = b.op("Squeeze", [task_out, b.i64("axis2", [2])], stem=f"{stem}_task_out")  # (T, B, h)
+        if level.shared_gate is None:
+            branches = task_out
+            continue
+        shared_logits = _linear_shared_input(b, f"{stem}_shared_gate", level.shared_gate, shared_in, f"ple.{i}.shared_gate.weight", source)
+        shared_w = b.op("Softmax", [shared_logits], stem=f"{stem}_shared_weights", axis=-1)  # (B, E)
+        shared_w = b.op("Unsqueeze", [shared_w, b.i64("axis1", [1])], stem=f"{stem}_shared_weights_row")  # (B, 1, E)
+        out_be = b.op("Transpose", [out], stem=f"{stem}_experts_by_row", perm=[1, 0, 2])  # (B, E, h)
+        shared_out = b.op("MatMul", [shared_w, out_be], stem=f"{stem}_shared_mix")  # (B, 1, h)
+        shared_out = b.op("Transpose", [shared_out], stem=f"{stem}_shared_out", perm=[1, 0, 2])  # (1, B, h)
+        branches = b.op("Concat", [task_out, shared_out], stem=f"{stem}_branches", axis=0)  # (T+1, B, h)
+    if branches is None:
+        raise ConfigError("the compiled ple model has no level; it cannot be exported")
+    return branches  # (T, B, h) after the last level
+
+
+def _towers(b: _Builder, model: CompiledModel, h: str, source: WeightSource | None) -> None:
+    if not model.towers:
+        raise ConfigError(f"the compiled {model.kind} model has no tower; it cannot be exported")
+    for i, lin in enumerate(model.towers):
+        h = _linear_grouped(b, f"tower{i}", lin, h, f"towers.{i}.weight", source)  # (T, B, out)
+        if i < len(model.towers) - 1:
+            h = b.op("Relu", [h], stem=f"tower{i}_relu")
+    if model.towers[-1].weight.shape[1] != 1:
+        raise ConfigError("the last tower layer must have one output (the task logit); recompile the model")
+    probs = b.op("Sigmoid", [h], stem="probabilities")  # (T, B, 1)
+    probs = b.op("Reshape", [probs, b.i64("shape", [len(model.tasks), -1])], stem="probabilities_tb")  # (T, B)
+    for t, task in enumerate(model.tasks):
+        b.op("Gather", [probs, b.i64(f"task{t}", t)], output=task, stem=f"task{t}", axis=0)  # (B,)
+
+
+# --- model -----------------------------------------------------------------------------------------
+
+
+def check_task_names(tasks: tuple[str, ...]) -> None:
+    reserved = {INPUT_CATEGORICAL, INPUT_NUMERICAL}
+    bad = [t for t in tasks if t in reserved or t.startswith("mome/") or not t]
+    if bad or len(set(tasks)) != len(tasks):
+        raise ConfigError(
+            f"task names {list(tasks)} cannot name ONNX outputs (empty, repeated, 'categorical', 'numerical' "
+            "or starting with 'mome/'); rename the tasks in the data spec"
+        )
+
+
+def build_model(model: CompiledModel, *, experts: str, opset: int, source: WeightSource | None = None,
+                metadata: Mapping[str, str] | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
+    """The ONNX model of `model` (not checked, not simplified) and what the builder recorded."""
+    check_task_names(model.tasks)
+    b = _Builder(opset)
+    x0 = _embed(b, model, source)
+    if model.kind == "ple":
+        h = _ple_trunk(b, model, x0, experts, source)
+    else:
+        h = _mixture_trunk(b, model, x0, experts, source)
+    _towers(b, model, h, source)
+
+    spec = model.spec
+    inputs = [
+        helper.make_tensor_value_info(INPUT_CATEGORICAL, TensorProto.INT64, [BATCH_DIM, len(spec.categorical)]),
+        helper.make_tensor_value_info(INPUT_NUMERICAL, TensorProto.FLOAT, [BATCH_DIM, len(spec.numerical)]),
+    ]
+    outputs = [helper.make_tensor_value_info(t, TensorProto.FLOAT, [BATCH_DIM]) for t in model.tasks]
+    graph = helper.make_graph(b.nodes, f"mome_edge_{model.kind}", inputs, outputs, initializer=list(b.inits.values()))
+    opset_ids = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(
+        graph, opset_imports=opset_ids, ir_version=helper.find_min_ir_version_for(opset_ids),
+        producer_name="mome-edge", producer_version=_version(),
+        doc_string=f"mome-edge {model.kind} model, experts stored as {experts}",
+    )
+    props = {
+        META_FORMAT_VERSION: str(ONNX_FORMAT_VERSION),
+        META_FEATURE_SPEC: json.dumps(spec.to_json(), sort_keys=True),
+        META_TASKS: json.dumps(list(model.tasks)),
+        META_KIND: model.kind,
+        META_EXPERTS: experts,
+        META_STORAGE: json.dumps(sorted(set(b.info.storage.values()))),
+        META_OOV_ID: "0",
+        META_BIT_ORDER: BIT_ORDER,
+        META_MODEL_METADATA: json.dumps(dict(model.metadata), sort_keys=True, default=str),
+        **(metadata or {}),
+    }
+    helper.set_model_props(proto, props)
+    return proto, b.info
+
+
+def _version() -> str:
+    from mome_edge import __version__
+
+    return __version__

@@ -1,0 +1,160 @@
+"""Predictor: the one entry point of the device runtime.
+
+    predictor = Predictor("model.onnx", threads=2)                 # ONNX Runtime
+    predictor = Predictor("model.mome", experts="on-demand", memory_budget_mb=8)  # numpy
+    probs = predictor.predict(categorical, numerical)   # {task: float32 (B,)}
+    probs = predictor.predict_rows([{"age": 41, "education": "Bachelors", ...}])
+
+Imports numpy, onnxruntime and bitarray only (plus safetensors to read a .mome file), never
+torch. `predict` may be called from several threads at once: ONNX Runtime's `run` is
+thread-safe, the numpy engine shares only read-only weights and a locked LRU cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from mome_edge.compiled import CompiledModel
+from mome_edge.encoding import FeatureSpec
+from mome_edge.errors import ArtifactError, ConfigError, DataError
+from mome_edge.runtime.inputs import check_inputs
+from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine
+
+DEFAULT_MEMORY_BUDGET_MB = 16.0
+ONNX_SUFFIXES = (".onnx", ".ort")
+ARTIFACT_SUFFIX = ".mome"
+
+
+class Predictor:
+    """Loads a `.mome` artifact (numpy engine) or an `.onnx`/`.ort` export (ONNX Runtime).
+
+    Args:
+        path: the model file, or the bytes of a serialised ONNX model.
+        threads: intra-op threads of the ONNX Runtime session (None: ORT's default). The numpy
+            engine uses numpy's BLAS threads, set by the environment (OMP_NUM_THREADS).
+        experts: "materialize" rebuilds every expert once at load (fastest, E dense copies of
+            each masked layer in memory); "on-demand" keeps the shared weights and packed
+            masks only and rebuilds experts when needed (numpy: cached in an LRU bounded by
+            memory_budget_mb; ONNX: ConstantFolding disabled, rebuilt inside every run).
+        memory_budget_mb: bytes of rebuilt expert weights the on-demand LRU may hold.
+
+    Raises:
+        ConfigError: bad threads, experts or memory budget, or an unknown file type.
+        ArtifactError: the file is missing, unreadable or not a mome-edge model.
+    """
+
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = None, experts: str = "materialize",
+                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+        _check_options(threads, experts, memory_budget_mb)
+        self.experts = experts
+        self.threads = threads
+        self.memory_budget_mb = float(memory_budget_mb)
+        if isinstance(path, (bytes, bytearray)):
+            self.path = None
+            self._onnx(bytes(path))
+            return
+        self.path = Path(path)
+        suffix = self.path.suffix.lower()
+        if not self.path.is_file():
+            raise ArtifactError(f"{self.path} does not exist or is not a file; pass a .mome artifact or an .onnx/.ort export")
+        if suffix in ONNX_SUFFIXES:
+            self._onnx(self.path)
+        elif suffix == ARTIFACT_SUFFIX:
+            from mome_edge.artifact import read_artifact  # numpy + safetensors + bitarray
+
+            loaded = read_artifact(self.path)
+            self._numpy(loaded.model)
+        else:
+            raise ConfigError(f"{self.path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
+
+    @classmethod
+    def from_compiled(cls, model: CompiledModel, *, experts: str = "materialize",
+                      memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> "Predictor":
+        """A numpy Predictor for an in-memory CompiledModel (no file)."""
+        _check_options(None, experts, memory_budget_mb)
+        self = cls.__new__(cls)
+        self.path, self.threads, self.experts, self.memory_budget_mb = None, None, experts, float(memory_budget_mb)
+        self._numpy(model)
+        return self
+
+    def _onnx(self, source: Path | bytes) -> None:
+        from mome_edge.runtime.onnx_engine import OnnxEngine
+
+        engine = OnnxEngine(source, threads=self.threads, experts=self.experts)
+        self._engine, self.runtime = engine, "onnx"
+        self.spec, self.tasks, self.kind, self.metadata = engine.spec, engine.tasks, engine.kind, engine.metadata
+
+    def _numpy(self, model: CompiledModel) -> None:
+        engine = NumpyEngine(model, experts=self.experts, memory_budget_bytes=int(self.memory_budget_mb * 2**20))
+        self._engine, self.runtime = engine, "numpy"
+        self.spec, self.tasks, self.kind, self.metadata = model.spec, model.tasks, model.kind, dict(model.metadata)
+
+    # --- prediction ------------------------------------------------------------------------------
+    def predict_array(self, categorical: Any, numerical: Any) -> np.ndarray:
+        """Probabilities float32 (B, T), columns in `self.tasks` order."""
+        cat, num = check_inputs(self.spec, categorical, numerical)
+        return self._engine.forward(cat, num)
+
+    def predict(self, categorical: Any, numerical: Any) -> dict[str, np.ndarray]:
+        """Encoded inputs -> {task: float32 (B,) probabilities}.
+
+        Args:
+            categorical: int64 (B, F) ids in the feature spec's field order; out-of-range or
+                negative ids read the OOV row.
+            numerical: float32 (B, D) standardised values; NaN/inf follow each field's
+                missing-value policy ("mean" -> 0, "error" -> DataError).
+        Raises:
+            DataError: wrong dtype, rank, column count, row count mismatch, empty batch, or a
+                non-finite value in a field with the "error" policy.
+        """
+        probs = self.predict_array(categorical, numerical)
+        return {task: np.ascontiguousarray(probs[:, t]) for t, task in enumerate(self.tasks)}
+
+    def predict_rows(self, rows: Sequence[Mapping[str, Any]] | Any) -> dict[str, np.ndarray]:
+        """Raw rows (a list of dicts, or a DataFrame) -> {task: float32 (B,)}, encoded with the
+        model's feature spec (unknown categories -> OOV; missing numbers -> recorded policy)."""
+        cat, num = encode_rows(self.spec, rows)
+        return self.predict(cat, num)
+
+    # --- introspection ---------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Engine facts: runtime, expert mode, and for numpy the resident bytes and LRU counters."""
+        out: dict[str, Any] = {"runtime": self.runtime, "experts": self.experts, "kind": self.kind}
+        if isinstance(self._engine, NumpyEngine):
+            out["resident_bytes"] = self._engine.resident_bytes()
+            out["rebuilds"] = self._engine.rebuilds()
+            out["cache"] = self._engine.cache_stats().to_json()
+        return out
+
+
+def encode_rows(spec: FeatureSpec, rows: Sequence[Mapping[str, Any]] | Any) -> tuple[np.ndarray, np.ndarray]:
+    """Raw rows -> (int64 (B, F), float32 (B, D)) with the feature spec's encoders."""
+    if hasattr(rows, "columns") and hasattr(rows, "__getitem__"):  # a DataFrame, without importing pandas
+        names = (*spec.field_names, *spec.numerical_names)
+        missing = [n for n in names if n not in rows.columns]
+        if missing:
+            raise DataError(f"the rows lack the columns {missing}; the model reads {list(names)}")
+        columns = {n: rows[n].tolist() for n in names}
+        if not len(rows):
+            raise DataError("empty batch (0 rows); pass at least one row")
+        return spec.encode_columns(columns)
+    if isinstance(rows, Mapping) or not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+        raise DataError(f"rows must be a list of dicts or a DataFrame, got {type(rows).__name__}")
+    if not rows:
+        raise DataError("empty batch (0 rows); pass at least one row")
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
+    if bad is not None:
+        raise DataError(f"row {bad} is a {type(rows[bad]).__name__}, not a dict of feature name -> raw value")
+    return spec.encode_rows(rows)
+
+
+def _check_options(threads: int | None, experts: str, memory_budget_mb: float) -> None:
+    if experts not in EXPERT_MODES:
+        raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use one of {', '.join(EXPERT_MODES)}")
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for ONNX Runtime's default)")
+    if not (isinstance(memory_budget_mb, (int, float)) and memory_budget_mb >= 0 and np.isfinite(memory_budget_mb)):
+        raise ConfigError(f"memory_budget_mb={memory_budget_mb!r} must be a number >= 0")
