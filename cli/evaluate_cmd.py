@@ -1,4 +1,5 @@
-"""`mome-edge evaluate`: per-task AUC and logloss of a run's selected model on one split."""
+"""`mome-edge evaluate`: per-task AUC and logloss of a run's selected model, or of a compiled
+artifact / exported ONNX file (so that users measure exactly what they ship)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,43 @@ from mome_edge.cli.options import DataDir, Json, data_dir_or_none
 from mome_edge.errors import ConfigError
 
 SPLITS = ("train", "validation", "test")
+MODEL_SUFFIXES = (".mome", ".onnx", ".ort")
 
 
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `mome-edge train`."),
+    target: Path = typer.Argument(..., help="A run folder of `mome-edge train`, or a .mome / .onnx / .ort model file."),
     split: str = typer.Option("test", "--split", help="train, validation or test."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Data set to evaluate a model FILE on (run folders know theirs)."),
+    runtime: str = typer.Option("numpy", "--runtime", help="For .mome files: numpy (reference) or onnx (exported in memory)."),
     json_output: bool = Json,
     predictions: Optional[Path] = typer.Option(None, "--predictions", help="Write per-task probabilities (CSV, rows in split order)."),
     data_dir: Optional[Path] = DataDir,
 ) -> None:
-    """Evaluate a trained run on a split of its data set."""
+    """Evaluate a trained run, or a compiled/exported model, on a split of a data set."""
+    from mome_edge.evaluation import EvaluationReport, evaluate_run, write_predictions_csv
+
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r} is unknown; use one of {', '.join(SPLITS)}")
-    from mome_edge.evaluation import evaluate_run
+    if target.is_file():
+        if target.suffix.lower() not in MODEL_SUFFIXES:
+            raise ConfigError(f"{target} is neither a run folder nor a model file; pass a run folder or a .mome/.onnx/.ort file")
+        if dataset is None:
+            raise ConfigError(f"evaluating the model file {target} needs --dataset NAME (the data set it was trained on)")
+        from mome_edge.deployed import predict_deployed
+        from mome_edge.metrics import task_metrics
 
-    report = evaluate_run(run_dir, split=split, data_dir=data_dir_or_none(data_dir), predictions_path=predictions)
+        suffix_runtime = "onnx" if target.suffix.lower() in (".onnx", ".ort") else runtime
+        result = predict_deployed(target, runtime=suffix_runtime, dataset=dataset, split=split,
+                                  data_dir=data_dir_or_none(data_dir), progress=not json_output)
+        if predictions is not None:
+            write_predictions_csv(predictions, result.probs, result.tasks)
+        report = EvaluationReport(model_kind=target.name, split=split, rows=len(result.probs),
+                                  metrics=task_metrics(result.labels, result.probs, result.tasks))
+    else:
+        if dataset is not None:
+            raise ConfigError("--dataset applies to model files only; a run folder is evaluated on its own data set")
+        report = evaluate_run(target, split=split, data_dir=data_dir_or_none(data_dir), predictions_path=predictions)
     if json_output:
         print_json({"split": split, "tasks": report.metrics})
         return
-    stdout.print(metrics_table(f"{run_dir} on {split} ({report.rows} rows)", [(report.model_kind, report.metrics)], list(report.metrics)))
+    stdout.print(metrics_table(f"{target} on {split} ({report.rows} rows)", [(report.model_kind, report.metrics)], list(report.metrics)))
