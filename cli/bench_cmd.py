@@ -30,6 +30,7 @@ def bench(
         batches=parse_int_list(batch, "--batch"), threads=parse_int_list(threads, "--threads"), runs=runs, warmup=warmup,
         experts=tuple(e.strip() for e in experts.split(",") if e.strip()), memory_budget_mb=memory_budget_mb,
     )
+    _preflight(models, plot)  # unreadable models and an unwritable plot fail before anything is printed
     if not json_output:
         stderr.print(f"benching {len(models)} model(s), each in a fresh process")
     report = run_bench([str(m) for m in models], config)
@@ -41,6 +42,35 @@ def bench(
     _render(report)
     if plot is not None:
         stderr.print(f"wrote {plot}")
+
+
+def _preflight(models: List[Path], plot: Optional[Path]) -> None:
+    """Load every model once in this process (a corrupt file gives its one-line error here, not
+    from a worker after the progress line) and check that the plot can be written."""
+    from mome_edge.bench import MODEL_SUFFIXES
+    from mome_edge.errors import ConfigError, DataError, MomeError
+    from mome_edge.predict import refuse_overwriting_inputs
+
+    for path in models:
+        if not path.is_file():
+            raise DataError(f"{path} does not exist or is not a file; pass .mome, .onnx or .ort files")
+        if path.suffix.lower() not in MODEL_SUFFIXES:
+            raise DataError(f"{path}: unknown model type {path.suffix!r}; bench reads {', '.join(MODEL_SUFFIXES)} files")
+        try:
+            if path.suffix.lower() == ".mome":
+                from mome_edge.artifact import read_artifact
+
+                read_artifact(path)
+            else:
+                from mome_edge.runtime import Predictor
+
+                Predictor(path)
+        except MomeError as exc:  # the same words as a failed worker (mome_edge.bench)
+            raise MomeError(f"benching {path} failed: {exc}") from None
+    if plot is not None:
+        refuse_overwriting_inputs(plot, {f"the model {p.name}": p for p in models})
+        if not plot.parent.is_dir():
+            raise ConfigError(f"--plot {plot}: folder {plot.parent} does not exist or is not a folder; choose a writable location")
 
 
 def _ratio(row: dict, key: str) -> str:

@@ -21,6 +21,14 @@ def demo(
 ) -> None:
     """Train MoME and MMoE on census-income (if found) or synthetic data and compare them."""
     from mome_edge.demo import render_demo, run_demo
+    from mome_edge.errors import ConfigError
+
+    if epochs is not None and epochs < 1:  # before the demo prints anything
+        raise ConfigError(f"--epochs {epochs} is not allowed; use an integer >= 1 (or leave it out for the default budget)")
+    if out is not None:
+        from mome_edge.cli.common import check_out_folder
+
+        check_out_folder(out)
 
     report = run_demo(data_dir=data_dir_or_none(data_dir), out=out, epochs=epochs, force_synthetic=synthetic, progress=not quiet)
     if json_output:

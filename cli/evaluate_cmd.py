@@ -30,6 +30,16 @@ def evaluate(
 
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r} is unknown; use one of {', '.join(SPLITS)}")
+    if not target.exists():
+        raise ConfigError(f"{target} does not exist, so it is not a run folder or a model file; pass a run folder of `mome-edge train` or a .mome/.onnx/.ort file")
+    if predictions is not None:
+        from mome_edge.predict import refuse_overwriting_inputs
+        from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE
+
+        inputs = {"TARGET": target}
+        if target.is_dir():
+            inputs.update({f"the run's {name}": target / name for name in (RUN_FILE, MODEL_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_DIR)})
+        refuse_overwriting_inputs(predictions, inputs)
     if target.is_file():
         if target.suffix.lower() not in MODEL_SUFFIXES:
             raise ConfigError(f"{target} is neither a run folder nor a model file; pass a run folder or a .mome/.onnx/.ort file")

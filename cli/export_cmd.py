@@ -30,6 +30,7 @@ def export(
         raise ConfigError(f"{model} is not a .mome artifact; export reads the file written by `mome-edge compile`")
     from mome_edge.exporters.onnx_export import export_artifact
 
+    _preflight(model, output, opset)  # every path and flag error before the progress line
     if not json_output:
         stderr.print(f"exporting {model} ({experts} experts, opset {opset})")
     report = export_artifact(model, output, experts=experts, opset=opset, simplify=not no_simplify,
@@ -38,6 +39,28 @@ def export(
         print_json(report)
         return
     _render(report)
+
+
+def _preflight(model: Path, output: Path, opset: int) -> None:
+    """The user errors `export_artifact` would find, checked before anything is printed."""
+    from mome_edge.errors import ArtifactError
+    from mome_edge.exporters.onnx_export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    if not model.is_file():
+        what = "is a folder" if model.is_dir() else "does not exist"
+        raise ArtifactError(f"{model} {what}; pass the .mome file written by `mome-edge compile`")
+    if output.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {output}: the output must be an .onnx file (the ORT format goes next to it with --ort)")
+    if output.resolve() == model.resolve():
+        raise ConfigError(f"-o {output} would overwrite the artifact; choose another output path")
+    if not output.parent.is_dir():
+        problem = "is a file, not a folder" if output.parent.exists() else "does not exist; create it first"
+        raise ConfigError(f"-o {output}: {output.parent} {problem}; choose a folder that exists")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"opset={opset!r} is not supported; use an integer in {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    from mome_edge.artifact import read_artifact
+
+    read_artifact(model)  # a corrupt or foreign file: its one-line error now (reading is cheap)
 
 
 def _render(r: dict) -> None:

@@ -19,7 +19,10 @@ def inspect_command(
 ) -> None:
     """Bytes by component, neurons kept, mask densities and overlap, bits per expert weight."""
     from mome_edge.describe import describe_artifact, plot_artifact
+    from mome_edge.predict import refuse_overwriting_inputs
 
+    if plot is not None:
+        refuse_overwriting_inputs(plot, {"MODEL.mome": model})
     report = describe_artifact(model)
     if plot is not None:
         plot_artifact(report, plot)

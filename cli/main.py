@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc))
     except (typer.Abort, KeyboardInterrupt):
         _fail("interrupted; files already written are complete (writes are atomic)", code=130)
+    except OSError as exc:
+        # A path problem no command anticipated (a folder where a file is expected, a read-only
+        # or full disk): still one line and exit 2, never a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot access{where} ({exc.strerror or exc}); check the path, its permissions and the free disk space")
     except Exception as exc:
         # Usage errors of the CLI parser (bad flag, bad value). Typer vendors click in some
         # versions and re-exports it in others, so match the interface, not the class.
@@ -72,6 +77,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _fail(message: str, code: int = 2) -> None:
+    message = " ".join(str(message).split())  # exactly one line, whatever the message quotes
     sys.stderr.write(f"error: {message}\n")
     sys.exit(code)
 

@@ -24,15 +24,17 @@ def predict_command(
     """Predict per-task probabilities with a compiled artifact (numpy reference, no torch) or an ONNX export."""
     if (dataset is None) == (input_csv is None):
         raise ConfigError("give exactly one of --dataset NAME or --input ROWS.csv")
-    from mome_edge.predict import predict_artifact, write_predictions
+    from mome_edge.predict import predict_to_csv, refuse_overwriting_inputs
 
+    refuse_overwriting_inputs(output, {"MODEL": model, "--input": input_csv})
+    # Both paths stream: raw rows in chunks, bounded memory for any input size, atomic output.
     if model.suffix.lower() in (".onnx", ".ort") or runtime != "numpy":  # the device runtime (issue 4)
-        from mome_edge.deployed import predict_deployed
+        from mome_edge.deployed import predict_deployed_to_csv
 
         onnx_runtime = "onnx" if runtime == "numpy" else runtime
-        result = predict_deployed(model, runtime=onnx_runtime, input_csv=input_csv, dataset=dataset, split=split,
-                                  data_dir=data_dir_or_none(data_dir))
+        summary = predict_deployed_to_csv(model, output, runtime=onnx_runtime, input_csv=input_csv, dataset=dataset, split=split,
+                                          data_dir=data_dir_or_none(data_dir))
     else:
-        result = predict_artifact(model, input_csv=input_csv, dataset=dataset, split=split, data_dir=data_dir_or_none(data_dir))
-    write_predictions(output, result.probs, result.tasks)
-    stderr.print(f"[dim]wrote {output}: {len(result.probs):,} rows x {len(result.tasks)} tasks ({', '.join(result.tasks)}) from {result.source}[/dim]")
+        summary = predict_to_csv(model, output, input_csv=input_csv, dataset=dataset, split=split, data_dir=data_dir_or_none(data_dir))
+    rows, tasks, source = summary.rows, summary.tasks, summary.source
+    stderr.print(f"[dim]wrote {output}: {rows:,} rows x {len(tasks)} tasks ({', '.join(tasks)}) from {source}[/dim]")

@@ -27,7 +27,10 @@ def prepare(
     """Read a data set in chunks, fit vocabularies and statistics on its training rows, write encoded shards."""
     if (dataset is None) == (spec is None):
         raise ConfigError("give exactly one of --dataset aliexpress or --spec FILE.toml")
+    from mome_edge.cli.common import check_out_folder
     from mome_edge.data.streaming import prepare_dataset, stream_source
+
+    check_out_folder(out)  # --out under a file fails before any data is read
 
     source = stream_source(dataset, spec_path=spec, data_dir=data_dir_or_none(data_dir))
     options = {} if shard_rows is None else {"shard_rows": shard_rows}

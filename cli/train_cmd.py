@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from mome_edge.cli.common import metrics_table, parse_sizes, print_json, stderr, stdout
+from mome_edge.cli.common import check_out_folder, metrics_table, parse_sizes, print_json, stderr, stdout
 from mome_edge.cli.options import DataDir, Json, Quiet, data_dir_or_none
 from mome_edge.config import MODEL_KINDS, ModelConfig, TrainConfig
 from mome_edge.errors import ConfigError
@@ -80,6 +80,7 @@ def train(
         gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
     )
     train_config.expert_epochs(model_config.kind)
+    check_out_folder(out, resume=resume)  # before loading any data: a bad --out fails at once
     if prepared is not None:
         if not (prepared / "prepared.json").is_file():
             raise ConfigError(f"--prepared {prepared} holds no prepared.json; run `mome-edge prepare ... --out {prepared}` first")

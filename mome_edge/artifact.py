@@ -11,6 +11,7 @@ torch on this path: numpy, bitarray and safetensors only.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -35,6 +36,12 @@ FORMAT_NAME = "mome-edge-artifact"
 FORMAT_VERSION = 1
 METADATA_KEY = "mome_edge_artifact"
 HEADER_CAP = 64 * 1024 * 1024  # bytes; a manifest with large vocabularies stays far below
+MAX_TENSORS = 65_536  # tensors per file: about two per categorical field plus a few per layer
+# Expert masks are compressed (sc/zlib): before decoding, their decoded size (bool masks plus
+# the dense float32 base weight, (E + 4) bytes per weight) must stay within this allowance plus
+# MASK_EXPANSION_CAP bytes per file byte, so that a small file cannot claim gigabytes.
+MASK_DECODE_ALLOWANCE = 64 * 1024 * 1024  # bytes
+MASK_EXPANSION_CAP = 256  # decoded bytes per file byte beyond the allowance
 WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 KINDS = ("mome", "mmoe", "ple", "shared-bottom", "single-task")
 COMPONENTS = ("embeddings", "base_weights", "expert_masks", "expert_affine", "task_gates", "towers", "indices", "manifest")
@@ -44,6 +51,7 @@ FP16_MAX = float(np.finfo(np.float16).max)
 # safetensors dtype tag <-> numpy dtype name, and item sizes
 _ST_DTYPES = {"F32": "float32", "F16": "float16", "I8": "int8", "U8": "uint8", "I64": "int64"}
 _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int64": 8}
+_ENTRY_KEYS = frozenset({"dtype", "shape", "data_offsets"})  # a safetensors header entry
 _STORED_FLOAT = {"fp32": "float32", "fp16": "float16", "int8": "int8"}
 
 
@@ -151,6 +159,8 @@ def artifact_bytes(model: CompiledModel, *, weights: str = "fp32") -> bytes:
         stored[f"layers.{l}.masks"] = np.frombuffer(blob, dtype=np.uint8).copy()
         table[f"layers.{l}.masks"] = _entry("uint8", (len(blob),), "expert_masks")
         structure["layers"][l]["masks"] = entries
+    if len(stored) > MAX_TENSORS:
+        raise ArtifactError(f"the model has {len(stored)} tensors, more than the {MAX_TENSORS} an artifact may hold; use fewer categorical fields")
     # The model must read back: compare what we store with what the structure implies.
     _compare_tables(_expected_tensors(structure, weights, table), table, "cannot write the artifact")
 
@@ -249,7 +259,8 @@ def _quantise(name: str, array: np.ndarray, weights: str, axis: int | None) -> t
 
 def _dequantise(stored: np.ndarray, scale: np.ndarray | None, axis: int | None) -> np.ndarray:
     if stored.dtype == np.int8:
-        return stored.astype(np.float32) * np.expand_dims(scale, axis)
+        with np.errstate(over="ignore", invalid="ignore"):  # a corrupt scale overflows; the reader rejects non-finite values
+            return stored.astype(np.float32) * np.expand_dims(scale, axis)
     if stored.dtype == np.float16:
         return stored.astype(np.float32)
     return stored
@@ -355,6 +366,11 @@ def _canonical(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
 
 
+def _assemble_object(members: Mapping[str, str]) -> str:
+    """The canonical JSON of an object from its members' canonical texts (keys sorted)."""
+    return "{" + ",".join(f"{json.dumps(key)}:{text}" for key, text in sorted(members.items())) + "}"
+
+
 def _sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -377,6 +393,34 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ===== reading ===============================================================================
+MESSAGE_LIMIT = 600  # characters of an ArtifactError message: one readable line, whatever the file holds
+
+
+def _bounded_messages(read):
+    """Every ArtifactError of `read` is one line of at most MESSAGE_LIMIT characters.
+
+    Messages quote what the file holds (names, shapes, values); a hostile file may hold
+    megabytes there or newlines. The start (the problem) and the end (the fix) are kept.
+    """
+
+    @functools.wraps(read)
+    def wrapper(*args, **kwargs):
+        try:
+            return read(*args, **kwargs)
+        except ArtifactError as exc:
+            message = str(exc)
+            if len(message) <= MESSAGE_LIMIT and "\n" not in message and "\r" not in message:
+                raise
+            message = " ".join(message.split())
+            if len(message) > MESSAGE_LIMIT:
+                half = (MESSAGE_LIMIT - 5) // 2
+                message = f"{message[:half]} ... {message[-half:]}"
+            raise ArtifactError(message) from None
+
+    return wrapper
+
+
+@_bounded_messages
 def read_artifact(path: str | Path) -> LoadedArtifact:
     """Read and fully validate an artifact file.
 
@@ -411,6 +455,7 @@ def read_artifact(path: str | Path) -> LoadedArtifact:
     return _parse(prefix + header + body, index, header_len, source)
 
 
+@_bounded_messages
 def parse_artifact(data: bytes, *, source: str = "artifact") -> LoadedArtifact:
     """`read_artifact` for bytes already in memory (same checks, same errors)."""
     data = bytes(data)
@@ -435,10 +480,14 @@ def _check_prefix(prefix: bytes, size: int, source: str) -> int:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
-        raise ValueError(f"repeated key {sorted(k for k in keys if keys.count(k) > 1)[0]!r}")
-    return dict(pairs)
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # linear: a header may hold a million keys
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"repeated key {key!r:.80}")
+            seen.add(key)
+    return obj
 
 
 def _parse_json(text: bytes | str, what: str, source: str) -> Any:
@@ -456,36 +505,66 @@ def _no_constant(name: str) -> Any:
 
 def _parse_index(header: bytes, source: str) -> tuple[dict[str, dict[str, Any]], int]:
     """Validate the safetensors header's tensor index; returns it and the data length."""
+    # Counted before parsing (an unescaped `"data_offsets"` is a key, never inside a string):
+    # a header of a million tiny entries would cost seconds and a gigabyte to parse.
+    if header.count(b'"data_offsets"') > MAX_TENSORS:
+        raise ArtifactError(f"{source}: its header lists more than {MAX_TENSORS} tensors; the file is corrupt or hostile, re-create it with `mome-edge compile`")
     parsed = _parse_json(header, "header", source)
     if not isinstance(parsed, dict):
         raise ArtifactError(f"{source} is not a mome-edge artifact: its header is not a JSON object; re-create it")
+    if len(parsed) > MAX_TENSORS + 1:  # + __metadata__
+        raise ArtifactError(f"{source}: its header has {len(parsed)} entries, more than {MAX_TENSORS} tensors; the file is corrupt, re-create it")
     spans = []
     index = {}
     for name, entry in parsed.items():
         if name == "__metadata__":
             continue
-        bad = f"{source}: tensor entry {name!r} in the header is malformed; the artifact is corrupt, re-create it"
-        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+        bad = f"{source}: tensor entry {name!r:.80} in the header is malformed; the artifact is corrupt, re-create it"
+        if type(entry) is not dict or entry.keys() != _ENTRY_KEYS:
             raise ArtifactError(bad)
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in _ST_DTYPES or not _int_list(shape) or not _int_list(offsets) or len(offsets) != 2:
+        # type(dtype) first: a list or object as dtype is unhashable and must not raise TypeError
+        if type(dtype) is not str or dtype not in _ST_DTYPES or not _int_list(shape) or not _int_list(offsets) or len(offsets) != 2:
             raise ArtifactError(bad)
         begin, end = offsets
-        if end < begin or end - begin != math.prod(shape) * _ITEMSIZE[_ST_DTYPES[dtype]]:
-            raise ArtifactError(f"{source}: tensor {name!r} has offsets {offsets} that do not match its shape {shape}; the artifact is corrupt")
+        if end < begin or _nbytes(shape, _ITEMSIZE[_ST_DTYPES[dtype]], end - begin) != end - begin:
+            raise ArtifactError(
+                f"{source}: tensor {name!r:.80} has offsets {offsets} that do not match its shape {shape!r:.80}; the artifact is corrupt"
+            )
         spans.append((begin, end, name))
-        index[name] = {"dtype": _ST_DTYPES[dtype], "shape": list(shape)}
+        index[name] = {"dtype": _ST_DTYPES[dtype], "shape": shape}
     position = 0
     for begin, end, name in sorted(spans):
         if begin != position:
-            raise ArtifactError(f"{source}: tensor {name!r} starts at {begin}, expected {position} (gap or overlap); the artifact is corrupt")
+            raise ArtifactError(f"{source}: tensor {name!r:.80} starts at {begin}, expected {position} (gap or overlap); the artifact is corrupt")
         position = end
     metadata = parsed.get("__metadata__")
     return {"tensors": index, "metadata": metadata}, position
 
 
+def _nbytes(shape: list[int], itemsize: int, limit: int) -> int:
+    """prod(shape) * itemsize, or any number > limit once it exceeds `limit`.
+
+    Stops early: a hostile shape of a million huge dimensions must not become a
+    multi-megabit integer product (quadratic time) before being compared with the offsets.
+    """
+    if 0 in shape:
+        return 0
+    size = itemsize
+    for dim in shape:
+        size *= dim
+        if size > limit:
+            return limit + 1
+    return size
+
+
 def _int_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
+    if type(value) is not list:
+        return False
+    for v in value:  # a plain loop: headers may hold a million entries
+        if type(v) is not int or v < 0:  # type(True) is bool, so booleans are refused
+            return False
+    return True
 
 
 def _check_total(size: int, header_len: int, data_len: int, source: str) -> None:
@@ -513,9 +592,21 @@ def _parse(data: bytes, index: dict[str, Any], header_len: int, source: str) -> 
         hint = "upgrade mome-edge to read it" if isinstance(version, int) and version > FORMAT_VERSION else "re-create it with this mome-edge"
         raise ArtifactError(f"{source} has artifact format version {version!r}; this mome-edge reads version {FORMAT_VERSION}: {hint}")
     claimed = manifest.pop("manifest_sha256", None)
-    if claimed != _sha256_text(_canonical(manifest)):
+    try:
+        # Each top-level value encoded once; the texts with and without the checksum key are
+        # assembled from the same pieces (exactly what _canonical gives, at half the cost).
+        members = {key: _canonical(value) for key, value in manifest.items()}
+        canonical = _assemble_object(members)
+        stored_form = _assemble_object({**members, "manifest_sha256": _canonical(claimed)})
+    except (ValueError, RecursionError) as exc:  # 1e999 parses to inf; JSON nested too deep to re-encode
+        raise ArtifactError(f"{source}: manifest is not canonical JSON ({exc}); re-create it with `mome-edge compile`") from None
+    if claimed != _sha256_text(canonical):
         raise ArtifactError(f"{source}: manifest checksum mismatch (the file was modified or corrupted); re-create it with `mome-edge compile`")
     manifest["manifest_sha256"] = claimed
+    if manifest_text != stored_form:
+        # Other spellings of the same values (1.0167299942239983 for ...82, spaces, escapes) hash
+        # alike: only the canonical bytes are the checksummed manifest.
+        raise ArtifactError(f"{source}: manifest is not in canonical form (the file was modified); re-create it with `mome-edge compile`")
     payload = data[8 + header_len :]
     if manifest.get("payload_sha256") != hashlib.sha256(payload).hexdigest():
         raise ArtifactError(f"{source}: payload checksum mismatch (tensor data was modified or corrupted); re-create it with `mome-edge compile`")
@@ -525,7 +616,7 @@ def _parse(data: bytes, index: dict[str, Any], header_len: int, source: str) -> 
         if isinstance(exc, ArtifactError):
             raise
         raise ArtifactError(f"{source}: {exc}") from None
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError, RecursionError) as exc:
         raise ArtifactError(
             f"{source}: manifest is malformed or inconsistent ({type(exc).__name__}: {exc}); re-create it with `mome-edge compile`"
         ) from None
@@ -549,6 +640,16 @@ def _interpret(data: bytes, index: dict[str, Any], manifest: dict[str, Any], hea
     except ArtifactError as exc:
         raise ArtifactError(f"{source}: {exc}; the artifact is corrupt, re-create it with `mome-edge compile`") from None
     _compare_tables(expected, table, f"{source}: shapes inconsistent with the manifest")
+    metadata = manifest.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise ArtifactError(f"{source}: manifest metadata is {type(metadata).__name__}, not a JSON object; re-create the artifact")
+    # Masks are compressed: bound what they decode to before decoding them (size trusted only once checked).
+    decoded = sum((layer["experts"] + 4) * layer["out"] * layer["in"] for layer in structure["layers"] if layer["masks"] is not None)
+    if decoded > MASK_DECODE_ALLOWANCE + MASK_EXPANSION_CAP * len(data):
+        raise ArtifactError(
+            f"{source}: its expert masks would decode to {decoded} bytes, far more than a {len(data)}-byte artifact can hold; "
+            "the file is corrupt or hostile, re-create it with `mome-edge compile`"
+        )
 
     try:
         stored = st_load(data)
@@ -583,8 +684,9 @@ def _interpret(data: bytes, index: dict[str, Any], manifest: dict[str, Any], hea
             value = _unpack_union(value, masks[int(name.split(".")[1])], f"{source}: {name}")
         scale = stored[entry["scale"]] if entry["scale"] else None
         arrays[name] = _dequantise(value, scale, entry["axis"])
-    model = _build(structure, arrays, masks, spec, manifest.get("metadata") or {})
+    model = _build(structure, arrays, masks, spec, metadata)
     _check_index_values(model, source)
+    _check_finite(arrays, spec, source)
     for array in stored.values():
         array.setflags(write=False)
     return LoadedArtifact(
@@ -619,14 +721,25 @@ def _compare_tables(expected: Mapping[str, Mapping[str, Any]], actual: Mapping[s
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
     if missing or extra:
-        raise ArtifactError(f"{context}: tensors missing {missing[:5]}, unexpected {extra[:5]}; re-create the artifact with `mome-edge compile`")
+        raise ArtifactError(
+            f"{context}: tensors missing {_short(missing[:5])}, unexpected {_short(extra[:5])}; re-create the artifact with `mome-edge compile`"
+        )
     for name, want in expected.items():
         have = actual[name]
         for key in want:
-            if key in have and _listify(have[key]) != _listify(want[key]):
+            # Every key must be there: readers (components(), stored_dense) index the entries.
+            if not isinstance(have, Mapping) or key not in have or _listify(have[key]) != _listify(want[key]):
+                found = have.get(key, "nothing") if isinstance(have, Mapping) else have
                 raise ArtifactError(
-                    f"{context}: tensor {name!r} has {key} {have[key]!r}, expected {want[key]!r}; re-create the artifact with `mome-edge compile`"
+                    f"{context}: tensor {_short(name)} has {key} {_short(found)}, expected {_short(want[key])}; "
+                    "re-create the artifact with `mome-edge compile`"
                 )
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """repr(value), cut to `limit` characters: hostile files hold megabyte names and shapes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _listify(value: Any) -> Any:
@@ -635,7 +748,7 @@ def _listify(value: Any) -> Any:
 
 def _pos(value: Any, what: str, *, zero: bool = True) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < (0 if zero else 1):
-        raise ArtifactError(f"shapes inconsistent: {what} is {value!r}, expected a {'non-negative' if zero else 'positive'} integer")
+        raise ArtifactError(f"shapes inconsistent: {what} is {_short(value)}, expected a {'non-negative' if zero else 'positive'} integer")
     return value
 
 
@@ -649,10 +762,10 @@ def _expected_tensors(structure: Mapping[str, Any], weights: str, table: Mapping
     spec = spec or FeatureSpec.from_json(structure["feature_spec"])
     kind, routing = structure["kind"], structure["routing"]
     if kind not in KINDS or routing not in ROUTINGS:
-        raise ArtifactError(f"shapes inconsistent: unknown model kind {kind!r} or routing {routing!r}")
+        raise ArtifactError(f"shapes inconsistent: unknown model kind {_short(kind)} or routing {_short(routing)}")
     tasks = len(spec.tasks)
     if list(structure["tasks"]) != list(spec.tasks):
-        raise ArtifactError(f"shapes inconsistent: tasks {structure['tasks']} differ from the feature spec's {list(spec.tasks)}")
+        raise ArtifactError(f"shapes inconsistent: tasks {_short(structure['tasks'])} differ from the feature spec's {_short(list(spec.tasks))}")
     quant = _STORED_FLOAT[weights]
     out: dict[str, dict[str, Any]] = {}
 
@@ -676,7 +789,7 @@ def _expected_tensors(structure: Mapping[str, Any], weights: str, table: Mapping
     dims = [_pos(d, "embedding width") for d in inp["embedding_dims"]]
     n_num = _pos(inp["numerical_keep"], "numerical features")
     if len(field_index) != len(dims) or sorted(set(field_index)) != field_index or any(f >= len(spec.categorical) for f in field_index):
-        raise ArtifactError(f"shapes inconsistent: field index {field_index} does not fit {len(spec.categorical)} categorical fields")
+        raise ArtifactError(f"shapes inconsistent: field index {_short(field_index)} does not fit {len(spec.categorical)} categorical fields")
     width = _pos(inp["width"], "input width")
     if width != sum(dims) + n_num:
         raise ArtifactError(f"shapes inconsistent: input width {width} != embedding widths {sum(dims)} + numerical {n_num}")
@@ -691,7 +804,7 @@ def _expected_tensors(structure: Mapping[str, Any], weights: str, table: Mapping
             raise ArtifactError(f"shapes inconsistent: {prefix} reads {n_in} inputs, the previous stage gives {in_width}")
         shared = info.get("shared_weight", False)
         if shared is not False and (dense_only or shared is not True):
-            raise ArtifactError(f"shapes inconsistent: {prefix} shared_weight={shared!r}")
+            raise ArtifactError(f"shapes inconsistent: {prefix} shared_weight={_short(shared)}")
         # Shared (MoME) base weights store only the entries some expert uses ("union" layout);
         # their count is checked against the decoded masks once those are read.
         packed = _pos(_table_length(table, f"{prefix}.weight"), f"{prefix}.weight length") if shared else None
@@ -839,6 +952,16 @@ def _check_index_values(model: CompiledModel, source: str) -> None:
         check(level.task_selection, level.experts.experts, f"ple.{i}.task_selection")
 
 
+def _check_finite(arrays: Mapping[str, np.ndarray], spec: FeatureSpec, source: str) -> None:
+    """Every float tensor and every numerical statistic must be finite: NaN or inf is corruption."""
+    for name, array in arrays.items():
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ArtifactError(f"{source}: {name} holds NaN or infinite values; the artifact is corrupt (or its model diverged), re-create it")
+    for scaler in spec.numerical:
+        if not (math.isfinite(scaler.mean) and math.isfinite(scaler.std)):
+            raise ArtifactError(f"{source}: numerical feature {scaler.name!r} has a non-finite mean or std; re-create the artifact")
+
+
 def check_compiled_model(model: CompiledModel) -> None:
     """Raise ArtifactError unless `model`'s shapes chain and its indices are in range.
 
@@ -857,6 +980,7 @@ def check_compiled_model(model: CompiledModel) -> None:
         raise ArtifactError(f"inconsistent compiled model, not written: {exc}") from None
     _compare_tables(expected, table, "inconsistent compiled model")
     _check_index_values(model, "compiled model")
+    _check_finite({name: t.array for name, t in _flatten(model).items()}, model.spec, "compiled model")
 
 
 def _structure_with_masks(model: CompiledModel) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from mome_edge.encoding import FeatureSpec
+from mome_edge.errors import DataError
 
 ROUTINGS = ("softmax", "fixed")
 
@@ -118,6 +119,8 @@ def embed_inputs(model: CompiledModel, categorical: np.ndarray, numerical: np.nd
         parts.append(table[ids])
     if len(model.numerical_keep):
         parts.append(numerical[:, model.numerical_keep].astype(np.float32))
+    if not parts:  # every input pruned away: x0 has no columns (the gates and experts see only biases)
+        return np.zeros((categorical.shape[0], 0), dtype=np.float32)
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
@@ -169,8 +172,42 @@ def tower_forward(model: CompiledModel, h: np.ndarray) -> np.ndarray:
     return h[..., 0].T
 
 
+def check_inputs(model: CompiledModel, categorical: Any, numerical: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The encoded inputs as (int64 (B, F), float32 (B, D)) arrays, or one DataError.
+
+    The same checks and the same input policy as the device runtime
+    (`mome_edge.runtime.inputs.check_inputs`): integer ids, one column per field; ids outside
+    a field's vocabulary (negative, too large, int64 extremes) read the OOV row 0, exactly as
+    the trained model's embeddings do; NaN/inf numerical values follow each field's recorded
+    missing-value policy ("mean" -> 0.0, "error" -> DataError). One difference: an empty
+    batch gives empty arrays here (an empty output), where the online Predictor refuses it.
+    """
+    from mome_edge.runtime.inputs import check_inputs as check_runtime_inputs  # numpy only; lazy: runtime imports this module
+
+    try:
+        return check_runtime_inputs(model.spec, categorical, numerical)
+    except DataError as exc:
+        if not str(exc).startswith("empty batch"):  # raised last: every other check passed
+            raise
+    return np.zeros((0, len(model.spec.categorical)), np.int64), np.zeros((0, len(model.spec.numerical)), np.float32)
+
+
 def reference_forward(model: CompiledModel, categorical: np.ndarray, numerical: np.ndarray) -> np.ndarray:
-    """Probabilities float32 (B, T): the numpy reference of a compiled model."""
-    x0 = embed_inputs(model, categorical, numerical)
-    logits = tower_forward(model, trunk_forward(model, x0)).astype(np.float64)
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    """Probabilities float32 (B, T): the numpy reference of a compiled model.
+
+    Args:
+        categorical: int (B, F) ids; out-of-vocabulary ids read the OOV row (see check_inputs).
+        numerical: float (B, D) scaled values; NaN/inf follow the recorded missing-value policy.
+    Raises:
+        DataError: inputs of the wrong rank, dtype, field count or row count, a non-finite
+            value in a field with the "error" policy, or outputs that are not finite (extreme
+            inputs or weights overflowing float32): a clear error instead of NaN probabilities.
+    """
+    from mome_edge.runtime.inputs import check_outputs
+
+    categorical, numerical = check_inputs(model, categorical, numerical)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by check_outputs, once, as an error
+        x0 = embed_inputs(model, categorical, numerical)
+        logits = tower_forward(model, trunk_forward(model, x0)).astype(np.float64)
+        probs = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    return check_outputs(probs)

@@ -77,6 +77,32 @@ def predict_deployed(
     return Predictions(probs=probs, tasks=tuple(predictor.tasks), source=f"{source} via {predictor.runtime}", labels=labels)
 
 
+def predict_deployed_to_csv(
+    path: str | Path, output: str | Path, *, runtime: str = "onnx", input_csv: str | Path | None = None,
+    dataset: str | None = None, split: str = "test", data_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
+    threads: int | None = None,
+):
+    """`predict_deployed` streamed into `output` (mome_edge.predict.predict_to_csv's format and
+    guarantees): raw CSV rows are read, encoded and predicted chunk by chunk, in bounded memory.
+
+    Returns:
+        mome_edge.predict.PredictionSummary.
+    """
+    from mome_edge.predict import CSV_CHUNK_ROWS, PredictionSummary, input_chunks, refuse_overwriting_inputs, write_prediction_chunks
+
+    if (input_csv is None) == (dataset is None):
+        raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")
+    if chunk_rows < 1:
+        raise ConfigError(f"chunk_rows={chunk_rows} must be >= 1")
+    refuse_overwriting_inputs(output, {"MODEL": path, "--input": input_csv})
+    predictor = load_predictor(path, runtime=runtime, threads=threads)
+    model = SimpleNamespace(spec=predictor.spec, metadata=predictor.metadata, tasks=predictor.tasks)
+    chunks, source = input_chunks(model, input_csv=input_csv, dataset=dataset, split=split, data_dir=data_dir, chunk_rows=CSV_CHUNK_ROWS)
+    probs = (predict_in_chunks(predictor, cat, num, chunk_rows=chunk_rows, progress=False) for cat, num in chunks)
+    rows = write_prediction_chunks(output, predictor.tasks, probs)
+    return PredictionSummary(rows=rows, tasks=tuple(predictor.tasks), source=f"{source} via {predictor.runtime}")
+
+
 def predict_in_chunks(predictor, categorical: np.ndarray, numerical: np.ndarray, *, chunk_rows: int = CHUNK_ROWS,
                       progress: bool = True) -> np.ndarray:
     """predict_array over row chunks (bounded activations): float32 (N, T), rows in input order."""

@@ -6,6 +6,7 @@ library half, and it works on any machine that can read the artifact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -17,6 +18,9 @@ from mome_edge.errors import ConfigError
 from mome_edge.masks import densities, jaccard_matrix, to_bitarray
 
 FP32_BYTES = 4
+NOMINAL_SIZE_MAX = 2**40  # nominal sizes come from free-form metadata: larger ones are ignored
+_NOMINAL_SIZES = ("experts", "embedding_dim", "numerical", "input_width")
+_NOMINAL_LISTS = ("vocab_sizes", "hidden", "tower_hidden")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,8 +101,8 @@ def describe_artifact(source: str | Path | LoadedArtifact) -> ArtifactReport:
     loaded = source if isinstance(source, LoadedArtifact) else read_artifact(source)
     path = "" if isinstance(source, LoadedArtifact) else str(source)
     model, manifest = loaded.model, loaded.manifest
-    meta = model.metadata
-    nominal = meta.get("nominal") or {}
+    meta = model.metadata if isinstance(model.metadata, Mapping) else {}
+    nominal = _nominal(meta.get("nominal"))
     trunk = list(model.layers) or [level.experts for level in model.ple_levels]
     experts = trunk[0].experts
 
@@ -122,8 +126,8 @@ def describe_artifact(source: str | Path | LoadedArtifact) -> ArtifactReport:
         for entry in layer["masks"] or []:
             key = entry["encoding"] + ("+xor" if entry["xor_previous"] else "")
             encodings[key] = encodings.get(key, 0) + 1
-    training = meta.get("training") or {}
-    test = training.get("test") or {}
+    training = meta.get("training")
+    test = training.get("test") if isinstance(training, Mapping) else None
     return ArtifactReport(
         path=path,
         kind=model.kind,
@@ -148,9 +152,35 @@ def describe_artifact(source: str | Path | LoadedArtifact) -> ArtifactReport:
             tower_hidden=nominal.get("tower_hidden", [int(t.weight.shape[1]) for t in model.towers[:-1]]),
             tasks=len(model.tasks),
         ),
-        test_auc={t: m.get("auc") for t, m in test.items()} if isinstance(test, Mapping) else {},
-        source_run=meta.get("source_run"),
+        test_auc={str(t): _number(m.get("auc")) for t, m in test.items() if isinstance(m, Mapping)} if isinstance(test, Mapping) else {},
+        source_run=meta.get("source_run") if isinstance(meta.get("source_run"), str) else None,
     )
+
+
+def _nominal(value: Any) -> dict[str, Any]:
+    """The well-formed entries of the metadata's `nominal` sizes (free-form JSON: anything
+    else, e.g. from a hand-edited or hostile file, is ignored and the compiled sizes are used)."""
+    if not isinstance(value, Mapping):
+        return {}
+
+    def size(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= NOMINAL_SIZE_MAX
+
+    out: dict[str, Any] = {k: value[k] for k in _NOMINAL_SIZES if size(value.get(k))}
+    out.update({k: list(value[k]) for k in _NOMINAL_LISTS if isinstance(value.get(k), list) and all(size(v) for v in value[k])})
+    if not out.get("hidden"):
+        out.pop("hidden", None)  # a trunk has at least one layer
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # a 400-digit integer
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _neurons(model, trunk, nominal: Mapping[str, Any]) -> tuple[LayerNeurons, ...]:

@@ -49,6 +49,24 @@ def check_inputs(spec: FeatureSpec, categorical: Any, numerical: Any) -> tuple[n
     return np.ascontiguousarray(cat), _apply_missing_policy(spec, num)
 
 
+OVERFLOW_MESSAGE = "the model's outputs are not finite"
+
+
+def check_outputs(probs: np.ndarray) -> np.ndarray:
+    """`probs` (B, T) unchanged when every value is finite; else DataError naming the rows.
+
+    Finite inputs can still overflow float32 inside the network (numerical values around
+    1e38, or extreme weights in a hand-edited file): NaN must never be returned as a probability.
+    """
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():
+        raise DataError(
+            f"{OVERFLOW_MESSAGE} for {int(bad.sum())} of {len(probs)} rows (first: row {int(np.argmax(bad))}): values overflow "
+            "float32; check those rows for extreme numerical values, or re-create the model file if its weights are corrupt"
+        )
+    return probs
+
+
 def _as_array(value: Any, name: str, columns: int, *, other: Any) -> np.ndarray:
     if value is None:
         if columns:

@@ -30,7 +30,8 @@ class _DenseLayer:
 
     def __init__(self, layer: ExpertLayer, first: bool) -> None:
         e_count, out_dim = layer.scale.shape
-        dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
+        with np.errstate(over="ignore", invalid="ignore"):  # extreme weights overflow; Predictor reports it once, as a DataError
+            dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
         in_dim = dense.shape[2]
         self.first = first
         self.index = layer.input_index
@@ -171,6 +172,8 @@ class NumpyEngine:
             parts.append(table[ids])
         if len(self._numerical_keep):
             parts.append(num[:, self._numerical_keep])
+        if not parts:  # every input pruned away (a valid, if useless, artifact): x0 has no columns
+            return np.zeros((cat.shape[0], 0), dtype=np.float32)
         return np.concatenate(parts, axis=1, dtype=np.float32)  # (B, d0)
 
     def _trunk(self, x0: np.ndarray) -> np.ndarray:

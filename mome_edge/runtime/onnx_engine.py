@@ -3,6 +3,8 @@ from the model's metadata_props (written by mome_edge.exporters)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -32,7 +34,7 @@ def session_options(threads: int | None, experts: str):
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: failures reach the caller as one exception, not as log lines on stderr
     if experts == "on-demand":
         # no arena and no pre-planned memory pattern: the unpacking's intermediates are freed
         # after each run instead of being held (measured: +16.6 MiB vs +34.1 MiB with the pattern)
@@ -48,20 +50,27 @@ class OnnxEngine:
         import onnxruntime as ort
 
         name = "the in-memory model" if isinstance(source, (bytes, bytearray)) else str(source)
+        self.name = name
         # "on-demand": no constant folding, so the packed masks and the shared base weights stay
         # in memory as stored and the experts are rebuilt inside every run. "materialize": ORT
         # folds the weight decoder once at session start (dense experts in memory, fastest).
         disabled = ["ConstantFolding"] if experts == "on-demand" else None
         payload = bytes(source) if isinstance(source, (bytes, bytearray)) else str(source)
         try:
-            self.session = ort.InferenceSession(
-                payload, sess_options=session_options(threads, experts), providers=["CPUExecutionProvider"],
-                disabled_optimizers=disabled,
-            )
+            # onnxruntime prints "EP Error ... retrying" on stdout when a corrupt model fails to
+            # load; stdout belongs to the caller's results (CLI --json), so that text is dropped.
+            with contextlib.redirect_stdout(io.StringIO()):
+                self.session = ort.InferenceSession(
+                    payload, sess_options=session_options(threads, experts), providers=["CPUExecutionProvider"],
+                    disabled_optimizers=disabled,
+                )
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ArtifactError(f"ONNX Runtime cannot load {name} ({first}); export it again with `mome-edge export`") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
+        try:
+            meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        except (UnicodeDecodeError, ValueError, RuntimeError) as exc:  # metadata_props that are not UTF-8
+            raise ArtifactError(f"{name}: its metadata is unreadable ({type(exc).__name__}); export it again with `mome-edge export`") from None
         if META_FEATURE_SPEC not in meta or META_TASKS not in meta:
             raise ArtifactError(f"{name} has no mome-edge metadata (feature spec, tasks); export it with `mome-edge export`")
         version = meta.get(META_FORMAT_VERSION)
@@ -70,12 +79,12 @@ class OnnxEngine:
         try:
             self.spec = FeatureSpec.from_json(json.loads(meta[META_FEATURE_SPEC]))
             self.tasks = tuple(json.loads(meta[META_TASKS]))
-        except (ValueError, TypeError) as exc:
-            raise ArtifactError(f"{name}: metadata is malformed ({exc}); export it again") from None
+        except (ValueError, TypeError, RecursionError) as exc:
+            raise ArtifactError(f"{name}: metadata is malformed ({str(exc)[:200]}); export it again") from None
         self.kind = meta.get(META_KIND, "unknown")
         try:
             self.metadata = json.loads(meta.get(META_MODEL_METADATA, "{}"))
-        except ValueError:
+        except (ValueError, RecursionError):
             self.metadata = {}
         self.stored_experts = meta.get(META_EXPERTS, "unknown")
         inputs = {i.name for i in self.session.get_inputs()}
@@ -86,5 +95,14 @@ class OnnxEngine:
             raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use materialize or on-demand")
 
     def forward(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
-        outputs = self.session.run(list(self.tasks), {INPUT_CATEGORICAL: cat, INPUT_NUMERICAL: num})
-        return np.stack(outputs, axis=1)  # (B, T)
+        # Inputs are checked before this call, so a failure here is the graph's: a corrupt or
+        # hand-edited file (an index out of bounds, a bad attribute) -> one ArtifactError.
+        try:
+            outputs = self.session.run(list(self.tasks), {INPUT_CATEGORICAL: cat, INPUT_NUMERICAL: num})
+        except Exception as exc:  # onnxruntime's own types (InvalidArgument, Fail, RuntimeException, ...)
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise ArtifactError(f"ONNX Runtime failed to run {self.name} ({first}); the model file is corrupt, export it again with `mome-edge export`") from None
+        probs = np.stack(outputs, axis=1)  # (B, T)
+        if probs.shape != (cat.shape[0], len(self.tasks)) or probs.dtype != np.float32:
+            raise ArtifactError(f"{self.name} returns outputs of shape {probs.shape} {probs.dtype}, expected ({cat.shape[0]}, {len(self.tasks)}) float32; export it again")
+        return probs

@@ -20,7 +20,7 @@ import numpy as np
 from mome_edge.compiled import CompiledModel
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, DataError
-from mome_edge.runtime.inputs import check_inputs
+from mome_edge.runtime.inputs import check_inputs, check_outputs
 from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine
 
 DEFAULT_MEMORY_BUDGET_MB = 16.0
@@ -96,7 +96,9 @@ class Predictor:
     def predict_array(self, categorical: Any, numerical: Any) -> np.ndarray:
         """Probabilities float32 (B, T), columns in `self.tasks` order."""
         cat, num = check_inputs(self.spec, categorical, numerical)
-        return self._engine.forward(cat, num)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported by check_outputs, as an error
+            probs = self._engine.forward(cat, num)
+        return check_outputs(probs)
 
     def predict(self, categorical: Any, numerical: Any) -> dict[str, np.ndarray]:
         """Encoded inputs -> {task: float32 (B,) probabilities}.
@@ -107,8 +109,9 @@ class Predictor:
             numerical: float32 (B, D) standardised values; NaN/inf follow each field's
                 missing-value policy ("mean" -> 0, "error" -> DataError).
         Raises:
-            DataError: wrong dtype, rank, column count, row count mismatch, empty batch, or a
-                non-finite value in a field with the "error" policy.
+            DataError: wrong dtype, rank, column count, row count mismatch, empty batch, a
+                non-finite value in a field with the "error" policy, or outputs that overflow
+                float32 (extreme values): never NaN probabilities.
         """
         probs = self.predict_array(categorical, numerical)
         return {task: np.ascontiguousarray(probs[:, t]) for t, task in enumerate(self.tasks)}
