@@ -9,21 +9,32 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import IO, Any, Iterator
 
-from mome_edge.errors import MomeError
+from mome_edge.errors import ConfigError, MomeError
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """A file written in steps (e.g. batch by batch) that appears at `path` only when complete.
+
+    Raises:
+        ConfigError: `path` is a folder.
+        MomeError: the folder is not writable.
+    """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise ConfigError(f"the output {path} is a folder; give a file path inside it")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise MomeError(f"cannot write to folder {folder} ({exc.strerror}); choose a writable output location") from exc
+        raise MomeError(f"cannot write to folder {folder} ({exc.strerror}); choose a writable output location") from None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        text = "b" not in mode
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if text else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -33,7 +44,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_folder(folder)
+    fsync_folder(folder)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_file(path, "wb") as handle:
+        handle.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -44,8 +60,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-def _fsync_folder(folder: Path) -> None:
-    # The rename itself is durable only once the folder entry is on disk.
+def fsync_folder(folder: Path) -> None:
+    """Make renames in `folder` durable (the folder entry reaches the disk)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mome_edge.atomic import atomic_write_text
+from mome_edge.atomic import atomic_file, atomic_write_text
 from mome_edge.errors import DataError
 from mome_edge.metrics import task_metrics
 
@@ -65,48 +66,14 @@ def _evaluate_prepared(model, info, ref, split, predictions_path, predict) -> Ev
     dataset = PreparedDataset(str(ref.data_dir))
     _check_same_encoding(dataset.spec, info, ref, ref.data_dir)
     metrics = StreamingTaskMetrics(dataset.spec.tasks)
-    writer = _StreamingCsv(predictions_path, dataset.spec.tasks) if predictions_path is not None else None
-    try:
+    with contextlib.ExitStack() as stack:
+        csv = None
+        if predictions_path is not None:
+            csv = stack.enter_context(atomic_file(predictions_path, "w"))
+            csv.write(",".join(dataset.spec.tasks) + "\n")
         for cat, num, labels in dataset.iter_split(split, 8192):
             probs = predict(cat, num)
             metrics.update(labels, probs)
-            if writer is not None:
-                writer.write(probs)
-        if writer is not None:
-            writer.commit()
-    finally:
-        if writer is not None:
-            writer.discard()
+            if csv is not None:
+                np.savetxt(csv, probs, delimiter=",", fmt="%.7g")
     return EvaluationReport(model_kind=info.model_config.kind, split=split, rows=metrics.rows, metrics=metrics.result())
-
-
-class _StreamingCsv:
-    """A CSV written batch by batch into a temp file that replaces the destination at the end."""
-
-    def __init__(self, path: str | Path, tasks) -> None:
-        import os
-        import tempfile
-
-        self.path = Path(path)
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent or ".")
-        self.handle = os.fdopen(fd, "w")
-        self.handle.write(",".join(tasks) + "\n")
-
-    def write(self, probs: np.ndarray) -> None:
-        np.savetxt(self.handle, probs, delimiter=",", fmt="%.7g")
-
-    def commit(self) -> None:
-        import os
-
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.tmp, self.path)
-
-    def discard(self) -> None:
-        import os
-
-        if not self.handle.closed:
-            self.handle.close()
-        if os.path.exists(self.tmp):
-            os.unlink(self.tmp)

@@ -21,17 +21,16 @@ import io
 import itertools
 import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from mome_edge.atomic import atomic_file
 from mome_edge.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
-from mome_edge.errors import ConfigError, DataError, MomeError
+from mome_edge.errors import ConfigError, DataError
 
 PREDICT_BATCH = 8192  # rows per reference_forward call: bounds the (E, B, width) activations
 CSV_CHUNK_ROWS = 65_536  # raw rows parsed and encoded at a time: bounds memory for any file size
@@ -260,7 +259,7 @@ def write_prediction_chunks(output: str | Path, tasks: tuple[str, ...] | list[st
     """
     first = next(probs, None)
     rows = 0
-    with _atomic_text_file(output) as handle:
+    with atomic_file(output, "w") as handle:
         handle.write(",".join(tasks) + "\n")
         for part in itertools.chain([first] if first is not None else [], probs):
             np.savetxt(handle, part, delimiter=",", fmt="%.7g")
@@ -281,41 +280,6 @@ def refuse_overwriting_inputs(output: str | Path, inputs: Mapping[str, str | Pat
             same = False
         if same or out.resolve() == given.resolve():
             raise ConfigError(f"the output {out} is {label} ({given}) itself; write the output to another path")
-
-
-@contextmanager
-def _atomic_text_file(path: str | Path) -> Iterator[io.TextIOBase]:
-    """A text file written to a temp file in `path`'s folder, fsync-ed and renamed on success."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise ConfigError(f"the output {path} is a folder; give a file path such as {path / 'predictions.csv'}")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise MomeError(f"cannot write to folder {folder} ({exc.strerror}); choose a writable output location") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # the rename is durable once the folder entry is on disk
-        folder_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(folder_fd)
 
 
 def load_artifact_split(model: CompiledModel, dataset: str, *, split: str = "test", data_dir: str | None = None):

@@ -35,7 +35,7 @@ from typing import Any, Collection, Iterator, Mapping
 
 import numpy as np
 
-from mome_edge.atomic import atomic_write_json
+from mome_edge.atomic import atomic_write_json, fsync_folder
 from mome_edge.data.prepared import (
     DEFAULT_SHUFFLE_BUFFER,
     FORMAT,
@@ -535,16 +535,7 @@ def _check_positive(name: str, value: Any) -> None:
 
 def _fsync_folder(out: Path) -> None:
     for folder in (out, *(out / s for s in SPLITS)):
-        try:
-            fd = os.open(folder, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_folder(folder)
 
 
 def _version() -> str:
