@@ -31,28 +31,30 @@ LABEL_SOURCES = {
 }
 VALIDATION_FRACTION = 0.1
 SUBFOLDERS: tuple[str, ...] = ("", "aliexpress-sample", "aliexpress")
+CSV_SUFFIXES = (".csv", ".csv.gz")
 HOLDS = "the AliExpress *train*.csv and *test*.csv files (e.g. aliexpress-sample/)"
 
 
-def find_aliexpress_files(data_dir: str | Path) -> tuple[Path, Path]:
-    """(train, test) CSV files (.csv or .csv.gz) in data_dir, data_dir/aliexpress-sample or data_dir/aliexpress."""
+def find_aliexpress_files(data_dir: str | Path, *, suffixes: tuple[str, ...] = CSV_SUFFIXES) -> tuple[Path, Path]:
+    """(train, test) files ending in one of `suffixes` in data_dir, data_dir/aliexpress-sample or data_dir/aliexpress."""
     root = Path(data_dir).expanduser()
+    kinds = ", ".join(suffixes)
     for sub in SUBFOLDERS:
         folder = root / sub if sub else root
         if not folder.is_dir():
             continue
-        train, test = _matches(folder, "train"), _matches(folder, "test")
+        train, test = _matches(folder, "train", suffixes), _matches(folder, "test", suffixes)
         if not train and not test:
             continue
         if len(train) != 1 or len(test) != 1:
             raise DataError(
-                f"{str(folder)!r} must hold exactly one *train*.csv[.gz] and one *test*.csv[.gz], found "
+                f"{str(folder)!r} must hold exactly one *train* and one *test* file ({kinds}), found "
                 f"train {[p.name for p in train]} and test {[p.name for p in test]}; point --data-dir at a "
                 "folder with one pair"
             )
         return train[0], test[0]
     raise DataError(
-        f"no AliExpress *train*.csv / *test*.csv in {str(root)!r} or its {list(SUBFOLDERS[1:])} folders; "
+        f"no AliExpress *train* / *test* file ({kinds}) in {str(root)!r} or its {list(SUBFOLDERS[1:])} folders; "
         f"set --data-dir or MOME_DATA_DIR to the folder holding {HOLDS}"
     )
 
@@ -118,6 +120,5 @@ def load_aliexpress(data_dir: str | Path | None = None, *, seed: int = 0, max_ro
     )
 
 
-def _matches(folder: Path, word: str) -> list[Path]:
-    suffixes = (".csv", ".csv.gz")
-    return sorted(p for p in folder.iterdir() if p.is_file() and word in p.name and p.name.endswith(suffixes))
+def _matches(folder: Path, word: str, suffixes: tuple[str, ...]) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and word in p.name and p.name.lower().endswith(suffixes))

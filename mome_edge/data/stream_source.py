@@ -245,26 +245,7 @@ def stream_source(
 
 def find_aliexpress_sources(data_dir: str | Path) -> tuple[Path, Path]:
     """(train, test) files (.csv, .csv.gz or .parquet), searched like ``aliexpress.find_aliexpress_files``."""
-    root = Path(data_dir).expanduser()
-    for sub in aliexpress.SUBFOLDERS:
-        folder = root / sub if sub else root
-        if not folder.is_dir():
-            continue
-        train, test = _matches(folder, "train"), _matches(folder, "test")
-        if not train and not test:
-            continue
-        if len(train) != 1 or len(test) != 1:
-            raise DataError(
-                f"{str(folder)!r} must hold exactly one *train* and one *test* file (.csv, .csv.gz or .parquet), "
-                f"found train {[p.name for p in train]} and test {[p.name for p in test]}; point --data-dir at a "
-                "folder with one pair"
-            )
-        return train[0], test[0]
-    raise DataError(
-        f"no AliExpress *train* / *test* file (.csv, .csv.gz or .parquet) in {str(root)!r} or its "
-        f"{list(aliexpress.SUBFOLDERS[1:])} folders; set --data-dir or MOME_DATA_DIR to the folder holding "
-        f"{aliexpress.HOLDS}"
-    )
+    return aliexpress.find_aliexpress_files(data_dir, suffixes=SUFFIXES)
 
 
 def aliexpress_token(value: Any) -> str | None:
@@ -647,10 +628,6 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 def _check_fraction(what: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) < 1.0:
         raise ConfigError(f"{what} {value!r} must be a number in (0, 1), e.g. 0.1")
-
-
-def _matches(folder: Path, word: str) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and word in p.name and p.name.lower().endswith(SUFFIXES))
 
 
 def _unreadable(path: Path, exc: BaseException) -> DataError:

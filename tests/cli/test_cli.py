@@ -3,8 +3,6 @@ data, JSON and CSV outputs, and every user error as one `error:` line with exit 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import shutil
 from pathlib import Path
@@ -14,9 +12,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mome_edge.cli.main import app, main
+from mome_edge.cli.main import app
 from mome_edge.data import load_dataset
 from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE
+from cli_helpers import invoke as _invoke
 
 SYNTHETIC_ROWS = 2_000  # 1200 train / 400 validation / 400 test
 TRAIN_ARGS = [
@@ -28,17 +27,6 @@ CSV_AUC_TOL = 1e-4  # predictions are written with 7 significant digits
 USAGE_EXIT = 2
 
 
-def _invoke(argv: list[str]) -> tuple[int, str, str]:
-    """Run `mome-edge argv` in process; (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        else:
-            code = 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 
 from mome_edge.artifact import read_artifact
-from mome_edge.cli.main import main
 from mome_edge.compile import FP32_PARITY_TOLERANCE
+from cli_helpers import invoke
 
 INT8_AUC_TOLERANCE = 5e-3  # |test AUC change| of the tiny run at int8 (600 test rows)
 
 
-def invoke(argv: list[str]) -> tuple[int, str, str]:
-    """Run `mome-edge argv` in process; (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        else:
-            code = 0
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_error_line(code: int, out: str, err: str, message: str) -> None:

@@ -3,8 +3,6 @@ user error as one `error:` line with exit code 2 and no traceback."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
 from pathlib import Path
@@ -13,8 +11,8 @@ import onnx
 import pytest
 
 from mome_edge.artifact import write_artifact
-from mome_edge.cli.main import main
 from mome_edge.exporters.onnx_export import PARITY_ATOL_FP32
+from cli_helpers import invoke as _invoke
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from compiled_factory import make_compiled  # noqa: E402
@@ -28,16 +26,6 @@ EXPORT_KEYS = {
 BENCH_ROW_KEYS = {"model", "batch", "threads", "p50_ms", "p90_ms", "p99_ms", "rows_per_s", "peak_rss_mb", "load_s", "file_bytes"}
 
 
-def _invoke(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        else:
-            code = 0
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
