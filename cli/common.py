@@ -86,3 +86,15 @@ def metrics_table(title: str, rows: Iterable[tuple[str, dict[str, dict[str, floa
             cells += [fmt(metrics[task]["auc"]), fmt(metrics[task]["logloss"])]
         table.add_row(label, *cells)
     return table
+
+
+def components_table(title: str, components: dict[str, int], file_bytes: int) -> Table:
+    """Bytes by component of a model file, with each one's share, and the file total."""
+    table = Table(title=title)
+    table.add_column("component")
+    table.add_column("bytes", justify="right")
+    table.add_column("share", justify="right")
+    for name, size in components.items():
+        table.add_row(name, f"{size:,}", f"{100 * size / file_bytes:.1f}%")
+    table.add_row("[bold]file[/bold]", f"[bold]{file_bytes:,}[/bold]", "100.0%")
+    return table

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mome_edge.cli.common import fmt, print_json, stderr, stdout
+from mome_edge.cli.common import components_table, fmt, print_json, stderr, stdout
 from mome_edge.cli.options import DataDir, Json, data_dir_or_none
 
 
@@ -44,13 +44,7 @@ def compile_command(
         print_json(report.to_json())
         return
     stderr.print(f"[dim]wrote {output} ({report.file_bytes:,} bytes, {weights}); parity vs trained model: max |dp| = {report.parity_max_abs_diff:.2g}[/dim]")
-    sizes = Table(title=f"{output}: bytes by component")
-    sizes.add_column("component")
-    sizes.add_column("bytes", justify="right")
-    sizes.add_column("share", justify="right")
-    for name, size in report.components.items():
-        sizes.add_row(name, f"{size:,}", f"{100 * size / report.file_bytes:.1f}%")
-    sizes.add_row("[bold]file[/bold]", f"[bold]{report.file_bytes:,}[/bold]", "100.0%")
+    sizes = components_table(f"{output}: bytes by component", report.components, report.file_bytes)
     stdout.print(sizes)
     auc = Table(title=f"test AUC ({report.rows:,} rows, numpy reference of the artifact)")
     auc.add_column("task")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from mome_edge.cli.common import print_json, stderr, stdout
+from mome_edge.cli.common import components_table, print_json, stderr, stdout
 from mome_edge.cli.options import Json
 
 
@@ -38,13 +38,7 @@ def _render(report) -> None:
     if report.source_run:
         header += f", from run {report.source_run}"
     stdout.print(header)
-    sizes = Table(title="bytes by component")
-    sizes.add_column("component")
-    sizes.add_column("bytes", justify="right")
-    sizes.add_column("share", justify="right")
-    for name, size in report.components.items():
-        sizes.add_row(name, f"{size:,}", f"{100 * size / report.file_bytes:.1f}%")
-    sizes.add_row("[bold]file[/bold]", f"[bold]{report.file_bytes:,}[/bold]", "100.0%")
+    sizes = components_table("bytes by component", report.components, report.file_bytes)
     stdout.print(sizes)
     neurons = Table(title="neurons kept")
     neurons.add_column("layer")
