@@ -49,6 +49,9 @@ def train(
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="Read only the first N rows of the data (quick runs)."),
     synthetic_rows: Optional[int] = typer.Option(None, "--synthetic-rows", help="Rows to generate for synthetic data sets."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    stop_after_epoch: Optional[int] = typer.Option(
+        None, "--stop-after-epoch", help="Stop once epoch N is checkpointed (time-limited jobs); --resume continues the run."
+    ),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch intra-op threads (default: all cores)."),
     nproc: int = typer.Option(1, "--nproc", help="Train with N processes on this machine (runs torchrun + DistributedDataParallel)."),
     json_output: bool = Json,
@@ -61,8 +64,8 @@ def train(
         raise ConfigError("give exactly one of --dataset NAME, --spec FILE.toml or --prepared DIR")
     if nproc < 1:
         raise ConfigError(f"--nproc {nproc} must be >= 1")
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(relaunch_with_torchrun(nproc))
+    if stop_after_epoch is not None and stop_after_epoch < 1:
+        raise ConfigError(f"--stop-after-epoch {stop_after_epoch} must be >= 1")
     if threads is not None:
         if threads < 1:
             raise ConfigError(f"--threads {threads} must be >= 1")
@@ -90,23 +93,53 @@ def train(
             name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
             seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
         )
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        # the checks that need no data loading have run: their errors are one line here, not N tracebacks
+        if prepared is not None:
+            from mome_edge.data.prepared import PreparedDataset
+
+            PreparedDataset(prepared).rows_per_rank("train", world_size=nproc)
+        raise typer.Exit(relaunch_with_torchrun(nproc))
     from mome_edge.train import train as run_training
 
     data = ref.open()
     if not quiet:
         stderr.print(f"[dim]{ref.describe()}: {data.train_rows()} training rows, tasks {', '.join(data.spec.tasks)}[/dim]")
-    result = run_training(run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume, progress=not quiet)
+    result = run_training(
+        run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume,
+        progress=not quiet, stop_after_epoch=stop_after_epoch,
+    )
     if os.environ.get("RANK", "0") != "0":
         return  # under torchrun only rank 0 reports
     if json_output:
         print_json(result.summary)
         return
     summary = result.summary
+    if "stopped_after_epoch" in summary:
+        stdout.print(epochs_table(f"run {out}: stopped after epoch {summary['stopped_after_epoch']}", summary["history"]))
+        stdout.print("continue with the same command and --resume")
+        return
     rows = [(f"{model} (validation)", summary["validation"]), (f"{model} (test)", summary["test"])]
     if "before_hardening" in summary:
         rows.insert(1, (f"{model} before hardening (test)", summary["before_hardening"]["test"]))
     stdout.print(metrics_table(f"run {out}", rows, data.spec.tasks))
     stdout.print(f"parameters: {summary['parameters']:,}   median seconds/epoch: {summary['seconds_per_epoch']:.2f}")
+
+
+def epochs_table(title: str, history: list[dict]):
+    """One row per trained epoch: phase, time, throughput, memory, validation AUCs."""
+    from rich.table import Table
+
+    tasks = list(history[0]["validation"]) if history else []
+    table = Table(title=title)
+    for name in ("epoch", "phase", "seconds", "rows/s", "peak RSS MiB", *(f"val {t} AUC" for t in tasks)):
+        table.add_column(name, justify="left" if name == "phase" else "right", no_wrap=name == "phase")
+    for r in history:
+        aucs = [f"{r['validation'][t]['auc']:.4f}" if r["validation"][t]["auc"] is not None else "n/a" for t in tasks]
+        rate = f"{r['rows_per_s']:,.0f}" if r.get("rows_per_s") else "-"
+        rss = f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else "-"
+        table.add_row(str(r["epoch"]), r["phase"], f"{r['seconds']:.1f}", rate, rss, *aucs)
+    return table
 
 
 def relaunch_with_torchrun(nproc: int) -> int:

@@ -62,6 +62,23 @@ def is_distributed() -> bool:
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Differentiable sum over ranks (gradients flow back to every rank's share)."""
-    from torch.distributed.nn.functional import all_reduce
+    return _AllReduceSum.apply(t)
 
-    return all_reduce(t)
+
+class _AllReduceSum(torch.autograd.Function):
+    """y = sum_r x_r on every rank; dL/dx_r = sum_r' dL_r'/dy, since every rank's loss uses y.
+
+    (torch.distributed.nn.functional.all_reduce does the same; this torch marks it deprecated.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = x.clone()
+        dist.all_reduce(y, op=dist.ReduceOp.SUM)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad

@@ -3,12 +3,15 @@
 Model selection and early stopping use the validation split only; the test split is
 evaluated for reporting after selection. Every epoch ends with an atomic, pickle-free
 checkpoint holding the model, the optimizer, the best state so far and the RNG state, so
-that `resume=True` continues exactly where an interrupted run stopped.
+that `resume=True` continues exactly where an interrupted run stopped. `stop_after_epoch`
+ends an invocation early on purpose (time-limited jobs): the run resumes from there.
 """
 
 from __future__ import annotations
 
 import math
+import resource
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -199,7 +202,10 @@ class Trainer:
         return None
 
     # ----- the loop ----------------------------------------------------------------------
-    def run(self, *, resume: bool = False) -> TrainResult:
+    def run(self, *, resume: bool = False, stop_after_epoch: int | None = None) -> TrainResult:
+        """Train to the end, or until epoch `stop_after_epoch` is checkpointed (then `resume=True` continues)."""
+        if stop_after_epoch is not None and stop_after_epoch < 1:
+            raise ConfigError(f"stop_after_epoch={stop_after_epoch} must be >= 1 (or None to train to the end)")
         self._prepare_run_dir(resume)
         restored = self._resume() if resume else None
         if restored is None:
@@ -212,6 +218,8 @@ class Trainer:
             return self._finish(model, state, best)
 
         while not state.done:
+            if stop_after_epoch is not None and state.epoch >= stop_after_epoch:
+                return self._stopped(model, state)
             _set_phase_lambda(model, self.config)
             state.epoch += 1
             state.epochs_in_phase += 1
@@ -299,6 +307,7 @@ class Trainer:
             "penalty": penalty_sum / max(n_batches, 1),
             "seconds": seconds,
             "rows_per_s": self.data.train_rows() / seconds if seconds > 0 else None,
+            "peak_rss_mb": peak_rss_mb(),
             "validation": validation,
             "masks": _mask_stats(model),
         }
@@ -311,7 +320,9 @@ class Trainer:
         from torch.nn.parallel import DistributedDataParallel
 
         if getattr(self, "_wrapped_for", None) is not model:
-            self._wrapped, self._wrapped_for = DistributedDataParallel(model), model
+            # gradients as views of DDP's buckets: no second copy of every gradient, and no
+            # stride mismatch between autograd's layout and the bucket's
+            self._wrapped, self._wrapped_for = DistributedDataParallel(model, gradient_as_bucket_view=True), model
         return self._wrapped
 
     def _evaluate(self, model: MultiTaskModel, split: str) -> dict[str, dict[str, float | None]]:
@@ -393,6 +404,19 @@ class Trainer:
         self.dist.barrier()
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
 
+    def _stopped(self, model: MultiTaskModel, state: TrainingState) -> TrainResult:
+        """The result of an invocation stopped on request: no final model yet, only checkpoints."""
+        summary = {
+            "model": self.model_config.kind,
+            "dataset": self.dataset.describe(),
+            "stopped_after_epoch": state.epoch,
+            "epochs_run": state.epoch,
+            "phase": state.phase,
+            "history": self.history,
+        }
+        self.console.print(f"[bold]stopped[/bold] after epoch {state.epoch} ({state.phase}); continue with --resume")
+        return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
+
     def _log_epoch(self, record: dict[str, Any]) -> None:
         aucs = "  ".join(f"{t} auc {m['auc']:.4f}" if m["auc"] is not None else f"{t} auc n/a" for t, m in record["validation"].items())
         masks = record["masks"]
@@ -400,6 +424,12 @@ class Trainer:
         self.console.print(
             f"epoch {record['epoch']:>3} [{record['phase']}] loss {record['train_loss']:.4f}  val {aucs}{extra}  ({record['seconds']:.1f}s)"
         )
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 
 
 def _auc_change(before: dict | None, after: dict) -> dict[str, float | None] | None:
@@ -446,13 +476,14 @@ def train(
     dataset: DatasetRef,
     resume: bool = False,
     progress: bool = True,
+    stop_after_epoch: int | None = None,
 ) -> TrainResult:
-    """Train (or resume) `model_config.kind` on `data` into `run_dir`."""
+    """Train (or resume) `model_config.kind` on `data` into `run_dir` (see `Trainer.run` for `stop_after_epoch`)."""
     trainer = Trainer(
         run_dir=run_dir, data=data, model_config=model_config, train_config=train_config, dataset=dataset,
         progress=progress, distributed=context_from_env(),
     )
-    return trainer.run(resume=resume)
+    return trainer.run(resume=resume, stop_after_epoch=stop_after_epoch)
 
 
 def load_trained_model(run_dir: str | Path) -> tuple[MultiTaskModel, RunInfo, dict[str, Any]]:

@@ -23,15 +23,18 @@ from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, S
 from mome_edge.train import Trainer, load_trained_model, predict_proba, train
 
 # metrics.json fields that measure wall time, not the computation
-TIMING_FIELDS = ("seconds", "rows_per_s")
+TIMING_FIELDS = ("seconds", "rows_per_s", "peak_rss_mb")
 RESUME_ATOL = 1e-6  # resumed vs uninterrupted final tensors (the runs should even be bitwise equal)
 HARDENING_CHANGE_TOL = 1e-12  # hardening_auc_change = test AUC after - before (a float subtraction)
 
 
-def _train(run_dir: Path, splits, ref, model_config: ModelConfig, train_config: TrainConfig, *, resume: bool = False):
+def _train(
+    run_dir: Path, splits, ref, model_config: ModelConfig, train_config: TrainConfig, *, resume: bool = False,
+    stop_after_epoch: int | None = None,
+):
     return train(
         run_dir=run_dir, data=splits, model_config=model_config, train_config=train_config, dataset=ref,
-        resume=resume, progress=False,
+        resume=resume, progress=False, stop_after_epoch=stop_after_epoch,
     )
 
 
@@ -205,6 +208,32 @@ def test_resume_equals_uninterrupted_run(
 
     _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True)
     _assert_same_run(run_dir, mome_run.run_dir)
+
+
+def test_stop_after_epoch_then_resume_equals_uninterrupted_run(
+    tmp_path, mome_run, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config
+) -> None:
+    run_dir = tmp_path / "run"
+    stopped = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, stop_after_epoch=1)
+    assert stopped.summary["stopped_after_epoch"] == 1 and stopped.summary["phase"] == Phase.EXPERT_MASKING.value
+    assert [r["epoch"] for r in stopped.summary["history"]] == [1]
+    assert not (run_dir / MODEL_FILE).exists() and checkpoint_paths(run_dir)[-1].name == "epoch-0001.safetensors"
+    record = json.loads((run_dir / METRICS_FILE).read_text())[0]
+    assert record["peak_rss_mb"] > 0 and record["rows_per_s"] > 0
+
+    again = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True, stop_after_epoch=3)
+    assert again.summary["stopped_after_epoch"] == 3
+    # a stop already reached stops at once, without training another epoch
+    same = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True, stop_after_epoch=2)
+    assert same.summary["stopped_after_epoch"] == 3
+    _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True)
+    _assert_same_run(run_dir, mome_run.run_dir)
+
+
+def test_stop_after_epoch_below_one_is_refused(tmp_path, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config) -> None:
+    with pytest.raises(ConfigError, match="stop_after_epoch=0 must be >= 1"):
+        _train(tmp_path / "run", tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, stop_after_epoch=0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_corrupt_newest_checkpoint_falls_back_to_the_previous_one(

@@ -98,6 +98,23 @@ def test_train_quiet_prints_no_per_epoch_lines(cli_run) -> None:
     assert epoch_lines == [], cli_run["stderr"]
 
 
+def test_train_stop_after_epoch_then_resume_finishes_the_same_run(cli_run, tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    table_args = [a for a in TRAIN_ARGS if a != "--json"]
+    code, out, err = _invoke(["train", *table_args, "--out", str(run_dir), "--stop-after-epoch", "2"])
+    assert code == 0, err
+    assert "stopped after epoch 2" in out and "--resume" in out
+    assert not (run_dir / MODEL_FILE).exists()
+    assert [r["phase"] for r in json.loads((run_dir / METRICS_FILE).read_text())] == ["neuron-masking", "expert-masking"]
+
+    code, out, err = _invoke(["train", *TRAIN_ARGS, "--out", str(run_dir), "--resume"])
+    assert code == 0, err
+    resumed, reference = json.loads(out), json.loads(cli_run["stdout"])
+    for summary in (resumed, reference):
+        summary.pop("seconds_per_epoch")
+    assert resumed == reference
+
+
 # --- evaluate -----------------------------------------------------------------------------------
 
 
@@ -160,6 +177,7 @@ TRAIN_ERRORS = {
     "bad-hidden": (["--model", "mome", "--dataset", "synthetic", "--hidden", "1,x"], "--hidden '1,x'"),
     "epochs-zero": (["--model", "mome", "--dataset", "synthetic", "--epochs", "0"], "epochs=0"),
     "epochs-not-a-number": (["--model", "mome", "--dataset", "synthetic", "--epochs", "abc"], "--epochs"),
+    "stop-after-epoch-zero": (["--model", "mome", "--dataset", "synthetic", "--stop-after-epoch", "0"], "--stop-after-epoch 0 must be >= 1"),
 }
 
 

@@ -106,3 +106,17 @@ def test_help_lists_the_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     for flag in ("--dataset", "--spec", "--out", "--shard-rows", "--max-vocab", "--seed", "--overwrite", "--json"):
         assert flag in stdout
+
+
+def test_train_nproc_on_too_few_row_groups_fails_before_launching(spec_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 400 rows in one shard = one train row group: a second rank would get no rows. The check
+    # runs in the launching process, so the user sees one line instead of torchrun's report.
+    prepared = tmp_path / "p"
+    assert run(["prepare", "--spec", str(spec_path), "--out", str(prepared), "-q", "--json"], capsys)[0] == 0
+    run_dir = tmp_path / "run"
+    code, stdout, stderr = run(
+        ["train", "--prepared", str(prepared), "--model", "mome", "--out", str(run_dir), "--nproc", "2", "-q"], capsys
+    )
+    assert code == 2 and stdout == "" and not run_dir.exists()
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "fewer than world_size 2" in lines[0] and "--shard-rows" in lines[0]
