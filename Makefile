@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-accuracy bench-throughput clean
+.PHONY: setup demo test bench-accuracy bench-throughput bench-scale clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ bench-accuracy: setup
 
 bench-throughput: setup
 	$(BIN)/python benchmarks/throughput.py
+
+# about 40 minutes on 2 cores; needs ~8 GB of free disk while the 10M-row Parquet is prepared
+bench-scale: setup
+	$(BIN)/python benchmarks/scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -15,6 +15,7 @@ x 1 thread, 1 process x 2 threads and 2 processes (torchrun + DDP, gloo) x 1 thr
 Writes benchmarks/results/scale.json, scale.md and scale_rss.png (RSS over time).
 
     .venv/bin/python benchmarks/scale.py [--epoch-rows 1000000,10000000] [--phase2-rows 100000] [--work runs/scale-bench]
+        [--stages one-epoch,scaling]   # a subset re-measures only that; the rest is kept from scale.json
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ SCHEDULES = {
 TEST_FILE_ROWS = 50_000
 SAMPLE_EVERY_S = 0.2
 CPUS = os.cpu_count() or 1
+STAGES = ("one-epoch", "scaling")
 # (processes, threads per process) compared on this machine
 LAYOUTS = ((1, 1), (1, CPUS), (CPUS, 1)) if CPUS > 1 else ((1, 1),)
 
@@ -206,7 +208,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/scale-bench"))
     parser.add_argument("--keep-raw", action="store_true", help="keep the generated Parquet (default: delete once prepared)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     args = parser.parse_args()
+    stages = set(args.stages.split(","))
+    if not stages or not stages <= set(STAGES):
+        raise SystemExit(f"--stages {args.stages!r}: use a comma-separated subset of {','.join(STAGES)}")
     import torch
 
     epoch_rows = sorted(int(x) for x in args.epoch_rows.split(","))
@@ -216,6 +222,12 @@ def main() -> None:
         "dims": {"fields": 16, "embedding": 128, "numerical": 63, "experts": 8, "hidden": [512, 256], "batch": 2048},
         "data": {}, "one_epoch": [], "scaling": [],
     }
+    previous = args.out / "scale.json"
+    if stages != set(STAGES) and previous.is_file():  # keep what this run does not re-measure
+        kept = json.loads(previous.read_text())
+        report.update({k: kept[k] for k in ("data", "one_epoch", "scaling", "efficiency") if k in kept})
+        for stage in stages:
+            report[stage.replace("-", "_")] = []
 
     def save() -> None:  # after every stage: a long run that dies keeps what it measured
         args.out.mkdir(parents=True, exist_ok=True)
@@ -224,12 +236,12 @@ def main() -> None:
     for rows in sorted({*epoch_rows, scaling_rows, args.phase2_rows}):
         report["data"][str(rows)] = prepared_set(args.work, rows, keep_raw=args.keep_raw)
         save()
-    for rows in epoch_rows:
+    for rows in epoch_rows if "one-epoch" in stages else ():
         result = train_one_epoch(args.work / f"rows-{rows}" / "prepared", args.work / "runs" / f"phase1-{rows}",
                                  phase="neuron-masking", processes=1, threads=CPUS)
         report["one_epoch"].append({"epoch_rows": report["data"][str(rows)]["rows"]["train"], **result})
         save()
-    for phase, rows in (("neuron-masking", scaling_rows), ("expert-masking", args.phase2_rows)):
+    for phase, rows in (("neuron-masking", scaling_rows), ("expert-masking", args.phase2_rows)) if "scaling" in stages else ():
         for processes, threads in LAYOUTS:
             name = f"{phase}-{rows}-p{processes}t{threads}"
             result = train_one_epoch(args.work / f"rows-{rows}" / "prepared", args.work / "runs" / name,

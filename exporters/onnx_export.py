@@ -30,6 +30,7 @@ from mome_edge.atomic import atomic_write_bytes
 from mome_edge.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, ParityError
+from mome_edge.runtime.onnx_integrity import sign_onnx_bytes
 from mome_edge.exporters.onnx_graph import (
     EXPERT_MODES,
     INPUT_CATEGORICAL,
@@ -283,9 +284,14 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
 # --- files -----------------------------------------------------------------------------------------
 
 
+def onnx_bytes(model: onnx.ModelProto) -> bytes:
+    """The file bytes of an exported model: serialised, with its SHA-256 filled in (see onnx_integrity)."""
+    return sign_onnx_bytes(model.SerializeToString())
+
+
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> int:
-    """Write `model` atomically (temp file + rename); returns the bytes written."""
-    data = model.SerializeToString()
+    """Write `model` (signed) atomically (temp file + rename); returns the bytes written."""
+    data = onnx_bytes(model)
     atomic_write_bytes(path, data)
     return len(data)
 

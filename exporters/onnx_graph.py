@@ -30,12 +30,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.errors import ConfigError
+from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
 
 INPUT_CATEGORICAL = "categorical"
 INPUT_NUMERICAL = "numerical"
 BATCH_DIM = "batch"
 BIT_ORDER = "big"  # numpy.packbits' default: the first weight is the most significant bit of byte 0
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2  # 2: mome.sha256 over the file (mome_edge.runtime.onnx_integrity)
 EXPERT_MODES = ("bitset", "dense")
 MIN_OPSET = 17
 BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
@@ -543,6 +544,7 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
         META_OOV_ID: "0",
         META_BIT_ORDER: BIT_ORDER,
         META_MODEL_METADATA: json.dumps(dict(model.metadata), sort_keys=True, default=str),
+        META_SHA256: UNSIGNED.decode("ascii"),  # filled in over the serialised bytes by save_onnx / onnx_bytes
         **(metadata or {}),
     }
     helper.set_model_props(proto, props)

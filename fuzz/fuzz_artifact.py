@@ -60,6 +60,7 @@ from mutants import (  # noqa: E402
     crafted_model,
     pack_header,
     random_mutants,
+    resign_onnx,
 )
 
 TARGET = "mome"
@@ -84,7 +85,7 @@ def resign_bytes(data: bytes) -> bytes:
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
     if TARGET == "onnx":
-        check_onnx(data)
+        check_onnx(resign_onnx(data))  # re-signed: past the SHA-256, into ONNX Runtime's parser
     elif TARGET == "mome-resigned":
         check_mutant(resign_bytes(data), trace_memory=False, describe=True)
     else:
@@ -100,12 +101,12 @@ def make_corpus(folder: Path, target: str) -> None:
         data = artifact_bytes(crafted_model(), weights=weights)
         if target == "onnx":
             from mome_edge.artifact import parse_artifact
-            from mome_edge.exporters.onnx_export import export_onnx, weight_source
+            from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
             loaded = parse_artifact(data)
             for experts in ("bitset", "dense"):
                 model = export_onnx(loaded.model, source=weight_source(loaded), experts=experts, simplify=False, validate=False)
-                (folder / f"crafted-{weights}-{experts}.onnx").write_bytes(model.SerializeToString())
+                (folder / f"crafted-{weights}-{experts}.onnx").write_bytes(onnx_bytes(model))
         else:
             (folder / f"crafted-{weights}.mome").write_bytes(data)
     print(f"wrote {len(list(folder.iterdir()))} seed files to {folder}")

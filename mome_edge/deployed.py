@@ -40,11 +40,11 @@ def load_predictor(path: str | Path, *, runtime: str = "onnx", threads: int | No
     if runtime == "numpy":
         return Predictor(path, threads=threads)
     from mome_edge.artifact import read_artifact
-    from mome_edge.exporters.onnx_export import export_onnx, weight_source
+    from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
     loaded = read_artifact(path)
     model = export_onnx(loaded.model, source=weight_source(loaded), simplify=False, validate=True)
-    return Predictor(model.SerializeToString(), threads=threads)
+    return Predictor(onnx_bytes(model), threads=threads)
 
 
 def predict_deployed(

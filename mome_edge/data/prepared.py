@@ -288,7 +288,9 @@ class PreparedDataset:
 
             handle = files.get(block.shard)
             if handle is None:
-                handle = pq.ParquetFile(self.path / shards[block.shard].path)
+                # pre_buffer=False: a pre-buffered reader caches what it read until closed (up to the
+                # whole shard per open handle; apache/arrow#39808): memory would grow with data size
+                handle = pq.ParquetFile(self.path / shards[block.shard].path, pre_buffer=False)
                 files[block.shard] = handle
                 if len(files) > _OPEN_FILES:
                     files.popitem(last=False)[1].close()

@@ -12,6 +12,7 @@ import numpy as np
 
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError
+from mome_edge.runtime.onnx_integrity import META_SHA256, checksum_problem, has_checksum, is_ort_format
 
 # metadata_props keys (mome_edge.exporters.onnx_graph writes them; repeated here so that the
 # runtime never imports onnx)
@@ -21,7 +22,7 @@ META_TASKS = "mome.tasks"
 META_KIND = "mome.kind"
 META_EXPERTS = "mome.experts"
 META_MODEL_METADATA = "mome.model_metadata"
-SUPPORTED_FORMAT_VERSION = 1
+SUPPORTED_FORMAT_VERSION = 2  # 2: the file carries its own SHA-256 (onnx_integrity)
 INPUT_CATEGORICAL = "categorical"
 INPUT_NUMERICAL = "numerical"
 
@@ -56,6 +57,7 @@ class OnnxEngine:
         # folds the weight decoder once at session start (dense experts in memory, fastest).
         disabled = ["ConstantFolding"] if experts == "on-demand" else None
         payload = bytes(source) if isinstance(source, (bytes, bytearray)) else str(source)
+        checked = self._check_bytes(payload)  # before ONNX Runtime parses a damaged file
         try:
             # onnxruntime prints "EP Error ... retrying" on stdout when a corrupt model fails to
             # load; stdout belongs to the caller's results (CLI --json), so that text is dropped.
@@ -76,6 +78,8 @@ class OnnxEngine:
         version = meta.get(META_FORMAT_VERSION)
         if version != str(SUPPORTED_FORMAT_VERSION):
             raise ArtifactError(f"{name} has mome-edge ONNX format version {version!r}; this runtime reads {SUPPORTED_FORMAT_VERSION}: re-export it")
+        if checked is False:  # an .onnx file of this version without an intact checksum entry
+            raise ArtifactError(f"{name} has no intact {META_SHA256} checksum; export it again with `mome-edge export`")
         try:
             self.spec = FeatureSpec.from_json(json.loads(meta[META_FEATURE_SPEC]))
             self.tasks = tuple(json.loads(meta[META_TASKS]))
@@ -93,6 +97,25 @@ class OnnxEngine:
             raise ArtifactError(f"{name}: inputs {sorted(inputs)} / outputs {outputs} do not match its metadata; export it again")
         if experts not in ("materialize", "on-demand"):
             raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use materialize or on-demand")
+
+    def _check_bytes(self, payload: bytes | str) -> bool | None:
+        """Verify the export's SHA-256: True when verified, None for ORT-format files (no checksum of
+        their own), False when the file holds no checksum entry (judged once the metadata is read)."""
+        if isinstance(payload, str):
+            try:
+                data = Path(payload).read_bytes()  # hashed, then freed: ORT reads the file itself
+            except OSError as exc:
+                raise ArtifactError(f"cannot read {payload} ({exc.strerror or exc}); check the path and permissions") from None
+        else:
+            data = payload
+        if is_ort_format(data):
+            return None
+        if not has_checksum(data):
+            return False
+        problem = checksum_problem(data)
+        if problem is not None:
+            raise ArtifactError(f"{self.name}: {problem}; export it again with `mome-edge export`")
+        return True
 
     def forward(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
         # Inputs are checked before this call, so a failure here is the graph's: a corrupt or

@@ -28,6 +28,7 @@ from mome_edge.exporters.onnx_export import (
     write_ort_format,
 )
 from mome_edge.exporters.onnx_graph import META_FEATURE_SPEC, META_TASKS, build_model
+from mome_edge.runtime.onnx_integrity import is_ort_format
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from compiled_factory import KINDS, make_compiled, make_spec, sample_inputs  # noqa: E402
@@ -201,7 +202,7 @@ def test_graph_interface_and_metadata() -> None:
     meta = {p.key: p.value for p in proto.metadata_props}
     assert FeatureSpec.from_json(json.loads(meta[META_FEATURE_SPEC])) == model.spec
     assert json.loads(meta[META_TASKS]) == list(model.tasks)
-    assert meta["mome.format_version"] == "1" and meta["mome.kind"] == "ple"
+    assert meta["mome.format_version"] == "2" and meta["mome.kind"] == "ple"
     assert all(n.domain in ("", "ai.onnx") for n in proto.graph.node)
 
 
@@ -240,6 +241,7 @@ def test_ort_format_keeps_bitsets_and_predicts_the_same(tmp_path: Path, census_m
     config = files.config.read_text()
     assert "BitShift" in config and "BitwiseAnd" in config and str(tmp_path) not in config
     assert files.model_bytes <= 1.1 * path.stat().st_size  # the decoder was not folded into the file
+    assert is_ort_format(files.model.read_bytes()) and not is_ort_format(path.read_bytes())  # .ort: no checksum of its own
     cat, num = sample_inputs(census_mome.spec, 8, seed=14, invalid=True)
     np.testing.assert_allclose(_onnx_probs(str(files.model), cat, num, census_mome.tasks, "materialize"),
                                reference_forward(census_mome, cat, num), rtol=0, atol=PARITY_ATOL_FP32)

@@ -843,6 +843,17 @@ def check_mutant(data: bytes, *, trace_memory: bool = True, describe: bool = Tru
     return Outcome("loaded", seconds, peak)
 
 
+def resign_onnx(data: bytes) -> bytes:
+    """`data` with its mome.sha256 recomputed when the checksum entry is still whole, so that a
+    mutant gets past the checksum and reaches ONNX Runtime's parser; otherwise unchanged."""
+    from mome_edge.runtime.onnx_integrity import UNSIGNED, checksum_offset, sign_onnx_bytes
+
+    start = checksum_offset(data)
+    if start is None or len(data) < start + len(UNSIGNED):
+        return data
+    return sign_onnx_bytes(data[:start] + UNSIGNED + data[start + len(UNSIGNED):])
+
+
 def check_onnx(data: bytes) -> str:
     """The property for the runtime's ONNX path; returns the outcome, raises MutantFailure."""
     from mome_edge.errors import ArtifactError, DataError
