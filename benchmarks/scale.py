@@ -5,8 +5,8 @@ For each requested epoch size (default 1M and 10M training rows) it generates th
 (`write_aliexpress_parquet`, streamed), prepares it (`mome-edge prepare`), and trains MoME
 for one epoch with `mome-edge train --prepared ... --stop-after-epoch 1`: the first epoch of
 MoME's schedule, neuron masking (phase 1). Every command runs in its own process; its peak
-resident memory is measured by the kernel (``wait4``'s ``ru_maxrss``: the largest process of
-the tree) and by sampling the summed RSS of the whole process tree every 0.2 s.
+resident memory is measured by the kernel (``ru_maxrss`` of a small launching shim's children:
+the largest process of the tree) and by sampling the summed RSS of the whole process tree every 0.2 s.
 
 Phase 2 (expert masking, ~9x the compute of phase 1 at these sizes) is measured for one
 epoch on a smaller prepared set (``--phase2-rows``), and both phases are run with 1 process
@@ -21,6 +21,7 @@ Writes benchmarks/results/scale.json, scale.md and scale_rss.png (RSS over time)
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -32,6 +33,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mome_edge.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 PAPER_DIMS = ["--embedding-dim", "128", "--hidden", "512,256", "--experts", "8", "--batch-size", "2048"]
@@ -91,12 +94,27 @@ def _tree_rss_mib(root: int) -> float:
     return total / 1024
 
 
+# Runs the command and reports its peak RSS. Why a shim: a process started from this one by
+# vfork/posix_spawn (what subprocess uses) inherits this process's RSS high-water mark at exec
+# (Linux keeps the larger of the old and new image's), so ru_maxrss of a direct child is at
+# least this benchmark's own peak. The shim is small, and RUSAGE_CHILDREN of the shim covers
+# the command and every descendant it waited for (torchrun's ranks), each counted alone.
+_SHIM = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, out)
+sys.exit(code)
+"""
+
+
 def run_measured(argv: list[str], *, env: dict[str, str] | None = None, log: Path) -> Measured:
     """Run `argv` (stderr to the terminal, stdout kept), sampling its tree's RSS; fail loudly on error."""
     print(f"$ {' '.join(argv)}", file=sys.stderr, flush=True)
+    usage_file = log.with_name(log.name + ".rusage.json")
     with open(log, "w+") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=out, env={**os.environ, **(env or {})})
+        proc = subprocess.Popen([sys.executable, "-c", _SHIM, str(usage_file), *argv], stdout=out, env={**os.environ, **(env or {})})
         trace: list[tuple[float, float]] = []
         stop = threading.Event()
 
@@ -107,17 +125,18 @@ def run_measured(argv: list[str], *, env: dict[str, str] | None = None, log: Pat
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)  # ru_maxrss covers the child and its waited-for descendants
+        code = proc.wait()
         seconds = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
         stop.set()
         sampler.join()
         out.seek(0)
         stdout = out.read()
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed with exit code {proc.returncode}: {' '.join(argv)}\n{stdout[-2000:]}")
+    if code != 0:
+        raise SystemExit(f"command failed with exit code {code}: {' '.join(argv)}\n{stdout[-2000:]}")
+    usage = json.loads(usage_file.read_text())
+    usage_file.unlink()
     return Measured(
-        seconds=seconds, code=proc.returncode, stdout=stdout, peak_rss_mib=usage.ru_maxrss / 1024,
+        seconds=seconds, code=code, stdout=stdout, peak_rss_mib=usage["maxrss_kib"] / 1024,
         peak_tree_rss_mib=max((rss for _, rss in trace), default=0.0), trace=trace,
     )
 
@@ -170,7 +189,7 @@ def prepared_set(work: Path, epoch_rows: int, *, keep_raw: bool) -> dict:
     }
     if not keep_raw:
         shutil.rmtree(raw)  # several GB at 10M rows; the prepared shards are what training reads
-    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(report_path, report)
     return report
 
 
@@ -231,7 +250,7 @@ def main() -> None:
 
     def save() -> None:  # after every stage: a long run that dies keeps what it measured
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "scale.json").write_text(json.dumps(report, indent=2) + "\n")
+        atomic_write_json(args.out / "scale.json", report)
 
     for rows in sorted({*epoch_rows, scaling_rows, args.phase2_rows}):
         report["data"][str(rows)] = prepared_set(args.work, rows, keep_raw=args.keep_raw)
@@ -250,7 +269,7 @@ def main() -> None:
             save()
     report["efficiency"] = efficiency(report["scaling"])
     save()
-    (args.out / "scale.md").write_text(render(report) + "\n")
+    atomic_write_text(args.out / "scale.md", render(report) + "\n")
     plot(report, args.out / "scale_rss.png")
     print(render(report))
 
@@ -313,12 +332,16 @@ def plot(report: dict, path: Path) -> None:
     ax.axhline(4096, color="grey", linestyle="--", linewidth=1, label="4 GiB")
     ax.set_xlabel("seconds since start of `mome-edge train`")
     ax.set_ylabel("resident memory, MiB")
-    ax.set_title("MoME phase-1 epoch at paper dimensions: memory does not grow with rows")
+    peaks = [r["peak_rss_mib"] for r in report["one_epoch"]]
+    spread = f"peaks {min(peaks):,.0f}-{max(peaks):,.0f} MiB" if peaks else "no run"
+    ax.set_title(f"MoME phase-1 epoch at paper dimensions ({spread})")
     ax.set_ylim(bottom=0)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
     plt.close(fig)
+    atomic_write_bytes(path, png.getvalue())
 
 
 if __name__ == "__main__":

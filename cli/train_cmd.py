@@ -66,12 +66,8 @@ def train(
         raise ConfigError(f"--nproc {nproc} must be >= 1")
     if stop_after_epoch is not None and stop_after_epoch < 1:
         raise ConfigError(f"--stop-after-epoch {stop_after_epoch} must be >= 1")
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads {threads} must be >= 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads {threads} must be >= 1")
     model_config = ModelConfig(
         kind=model, embedding_dim=embedding_dim, hidden=parse_sizes(hidden, "--hidden"),
         experts=experts, tower_hidden=parse_sizes(tower_hidden, "--tower-hidden", allow_empty=True), norm=norm,
@@ -98,8 +94,13 @@ def train(
         if prepared is not None:
             from mome_edge.data.prepared import PreparedDataset
 
+            # raises DataError when some rank would get no training row group (reads prepared.json only)
             PreparedDataset(prepared).rows_per_rank("train", world_size=nproc)
         raise typer.Exit(relaunch_with_torchrun(nproc))
+    if threads is not None:  # in the ranks, not in the launcher (which imports no torch)
+        import torch
+
+        torch.set_num_threads(threads)
     from mome_edge.train import train as run_training
 
     data = ref.open()
@@ -117,7 +118,7 @@ def train(
     summary = result.summary
     if "stopped_after_epoch" in summary:
         stdout.print(epochs_table(f"run {out}: stopped after epoch {summary['stopped_after_epoch']}", summary["history"]))
-        stdout.print("continue with the same command and --resume")
+        stdout.print("continue with the same command plus --resume, without --stop-after-epoch (or with a larger N)")
         return
     rows = [(f"{model} (validation)", summary["validation"]), (f"{model} (test)", summary["test"])]
     if "before_hardening" in summary:

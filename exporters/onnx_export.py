@@ -2,7 +2,8 @@
 
     model = export_onnx(compiled, experts="bitset")           # onnx.ModelProto
     result = export_onnx_with_report(compiled, experts="dense")  # .model, .report
-    save_onnx(result.model, "model.onnx")                      # atomic
+    save_onnx(result.model, "model.onnx")                      # signed (mome.sha256), atomic
+    data = onnx_bytes(result.model)                            # the same bytes, in memory
     write_ort_format("model.onnx")                             # model.ort + required-operators config
 
 The graph itself is built in exporters.onnx_graph. Validation compares ONNX Runtime's outputs

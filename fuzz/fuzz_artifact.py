@@ -7,7 +7,8 @@ Targets: `mome` feeds the bytes to the reader as they are (the checksums stop mo
 `mome-resigned` first re-signs any input that still splits into header, manifest and payload
 (payload_sha256 and manifest_sha256 recomputed, docs/artifact-format.md section 2), so that
 the fuzzer's edits of offsets, shapes, manifest fields, mask and tensor bytes reach the
-deeper validators; `onnx` feeds the bytes to the device runtime's `Predictor`.
+deeper validators; `onnx` re-signs the bytes' mome.sha256 (so mutants get past the checksum) and feeds
+them to the device runtime's `Predictor`.
 
 Property (what counts as a finding): for any input bytes, `parse_artifact` either raises
 ArtifactError with a one-line message, or returns a model whose numpy reference predicts

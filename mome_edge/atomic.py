@@ -15,6 +15,16 @@ from typing import IO, Any, Iterator
 from mome_edge.errors import ConfigError, MomeError
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it: set and restore, once at import
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; a written artifact should be readable like any file open() makes
+_FILE_MODE = 0o666 & ~_umask()
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """A file written in steps (e.g. batch by batch) that appears at `path` only when complete.
@@ -32,6 +42,8 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except OSError as exc:
         raise MomeError(f"cannot write to folder {folder} ({exc.strerror}); choose a writable output location") from None
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         text = "b" not in mode
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if text else {})) as handle:
             yield handle

@@ -73,12 +73,12 @@ class _AllReduceSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = x.clone()
+        y = x.clone(memory_format=torch.contiguous_format)  # gloo needs contiguous buffers
         dist.all_reduce(y, op=dist.ReduceOp.SUM)
         return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
+        grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad

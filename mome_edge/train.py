@@ -10,7 +10,6 @@ ends an invocation early on purpose (time-limited jobs): the run resumes from th
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 import warnings
@@ -216,6 +215,12 @@ class Trainer:
             model, state, best, optimizer = restored
         if state.done:
             return self._finish(model, state, best)
+        if stop_after_epoch is not None and state.epoch >= stop_after_epoch:
+            # a job resubmitted with the same flags would otherwise "succeed" forever without training
+            raise ConfigError(
+                f"this run already stopped after epoch {state.epoch}, so stop_after_epoch={stop_after_epoch} would train "
+                "nothing; resume without --stop-after-epoch, or with a larger epoch number"
+            )
 
         while not state.done:
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch:
@@ -410,11 +415,13 @@ class Trainer:
             "model": self.model_config.kind,
             "dataset": self.dataset.describe(),
             "stopped_after_epoch": state.epoch,
-            "epochs_run": state.epoch,
-            "phase": state.phase,
+            "next_phase": state.phase,  # what the next epoch trains (a phase switch may just have happened)
             "history": self.history,
         }
-        self.console.print(f"[bold]stopped[/bold] after epoch {state.epoch} ({state.phase}); continue with --resume")
+        last = self.history[-1]["phase"] if self.history else state.phase
+        self.console.print(
+            f"[bold]stopped[/bold] after epoch {state.epoch} ({last}); continue with --resume and no (or a larger) --stop-after-epoch"
+        )
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
 
     def _log_epoch(self, record: dict[str, Any]) -> None:
@@ -428,6 +435,8 @@ class Trainer:
 
 def peak_rss_mb() -> float:
     """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    import resource  # POSIX only: imported here so that the module still imports elsewhere
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
 

@@ -215,17 +215,19 @@ def test_stop_after_epoch_then_resume_equals_uninterrupted_run(
 ) -> None:
     run_dir = tmp_path / "run"
     stopped = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, stop_after_epoch=1)
-    assert stopped.summary["stopped_after_epoch"] == 1 and stopped.summary["phase"] == Phase.EXPERT_MASKING.value
-    assert [r["epoch"] for r in stopped.summary["history"]] == [1]
+    assert stopped.summary["stopped_after_epoch"] == 1 and stopped.summary["next_phase"] == Phase.EXPERT_MASKING.value
+    assert [(r["epoch"], r["phase"]) for r in stopped.summary["history"]] == [(1, Phase.NEURON_MASKING.value)]
     assert not (run_dir / MODEL_FILE).exists() and checkpoint_paths(run_dir)[-1].name == "epoch-0001.safetensors"
     record = json.loads((run_dir / METRICS_FILE).read_text())[0]
     assert record["peak_rss_mb"] > 0 and record["rows_per_s"] > 0
 
     again = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True, stop_after_epoch=3)
     assert again.summary["stopped_after_epoch"] == 3
-    # a stop already reached stops at once, without training another epoch
-    same = _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True, stop_after_epoch=2)
-    assert same.summary["stopped_after_epoch"] == 3
+    # a stop already reached is refused (a resubmitted job must not "succeed" without training)
+    before = (run_dir / METRICS_FILE).read_bytes()
+    with pytest.raises(ConfigError, match="already stopped after epoch 3.*without --stop-after-epoch"):
+        _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True, stop_after_epoch=3)
+    assert (run_dir / METRICS_FILE).read_bytes() == before
     _train(run_dir, tiny_splits, tiny_dataset_ref, tiny_model_config, tiny_train_config, resume=True)
     _assert_same_run(run_dir, mome_run.run_dir)
 

@@ -288,8 +288,7 @@ class PreparedDataset:
 
             handle = files.get(block.shard)
             if handle is None:
-                # pre_buffer=False: a pre-buffered reader caches what it read until closed (up to the
-                # whole shard per open handle; apache/arrow#39808): memory would grow with data size
+                # unbuffered, as in stream_source: only the row group being read is held
                 handle = pq.ParquetFile(self.path / shards[block.shard].path, pre_buffer=False)
                 files[block.shard] = handle
                 if len(files) > _OPEN_FILES:

@@ -57,7 +57,7 @@ class OnnxEngine:
         # folds the weight decoder once at session start (dense experts in memory, fastest).
         disabled = ["ConstantFolding"] if experts == "on-demand" else None
         payload = bytes(source) if isinstance(source, (bytes, bytearray)) else str(source)
-        checked = self._check_bytes(payload)  # before ONNX Runtime parses a damaged file
+        self._verify(payload)  # before ONNX Runtime parses a damaged file
         try:
             # onnxruntime prints "EP Error ... retrying" on stdout when a corrupt model fails to
             # load; stdout belongs to the caller's results (CLI --json), so that text is dropped.
@@ -78,8 +78,6 @@ class OnnxEngine:
         version = meta.get(META_FORMAT_VERSION)
         if version != str(SUPPORTED_FORMAT_VERSION):
             raise ArtifactError(f"{name} has mome-edge ONNX format version {version!r}; this runtime reads {SUPPORTED_FORMAT_VERSION}: re-export it")
-        if checked is False:  # an .onnx file of this version without an intact checksum entry
-            raise ArtifactError(f"{name} has no intact {META_SHA256} checksum; export it again with `mome-edge export`")
         try:
             self.spec = FeatureSpec.from_json(json.loads(meta[META_FEATURE_SPEC]))
             self.tasks = tuple(json.loads(meta[META_TASKS]))
@@ -98,24 +96,30 @@ class OnnxEngine:
         if experts not in ("materialize", "on-demand"):
             raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use materialize or on-demand")
 
-    def _check_bytes(self, payload: bytes | str) -> bool | None:
-        """Verify the export's SHA-256: True when verified, None for ORT-format files (no checksum of
-        their own), False when the file holds no checksum entry (judged once the metadata is read)."""
+    def _verify(self, payload: bytes | str) -> None:
+        """Check the export's SHA-256 (see onnx_integrity); ORT-format files have none of their own."""
         if isinstance(payload, str):
             try:
-                data = Path(payload).read_bytes()  # hashed, then freed: ORT reads the file itself
+                with open(payload, "rb") as handle:
+                    if is_ort_format(handle.read(8)):
+                        return
+                    handle.seek(0)
+                    data = handle.read()  # hashed, then freed: ONNX Runtime reads the file itself
             except OSError as exc:
                 raise ArtifactError(f"cannot read {payload} ({exc.strerror or exc}); check the path and permissions") from None
+        elif is_ort_format(payload[:8]):
+            return
         else:
             data = payload
-        if is_ort_format(data):
-            return None
         if not has_checksum(data):
-            return False
+            raise ArtifactError(
+                f"{self.name} is not a mome-edge ONNX export of format {SUPPORTED_FORMAT_VERSION}: it has no {META_SHA256} "
+                "checksum (another tool's model, an older export, or a damaged or truncated copy); "
+                "export it again with `mome-edge export`"
+            )
         problem = checksum_problem(data)
         if problem is not None:
             raise ArtifactError(f"{self.name}: {problem}; export it again with `mome-edge export`")
-        return True
 
     def forward(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:
         # Inputs are checked before this call, so a failure here is the graph's: a corrupt or

@@ -23,6 +23,15 @@ _ENTRY = b"\x0a" + bytes([len(META_SHA256)]) + META_SHA256.encode("ascii") + b"\
 _ORT_FORMAT_ID = b"ORTM"  # flatbuffer file identifier of ORT-format models, at bytes 4..8
 
 
+def _sha256_hex(data: bytes, start: int) -> bytes:
+    """SHA-256 (hex, ASCII) of `data` with the 64 bytes at `start` read as zeros; no copy of `data`."""
+    view = memoryview(data)
+    digest = hashlib.sha256(view[:start])
+    digest.update(UNSIGNED)
+    digest.update(view[start + len(UNSIGNED):])
+    return digest.hexdigest().encode("ascii")
+
+
 def is_ort_format(data: bytes) -> bool:
     return data[4:8] == _ORT_FORMAT_ID
 
@@ -42,8 +51,7 @@ def sign_onnx_bytes(data: bytes) -> bytes:
     start = checksum_offset(data)
     if start is None or data[start:start + len(UNSIGNED)] != UNSIGNED:
         raise ValueError(f"the serialised model has no unsigned {META_SHA256} entry to sign")
-    digest = hashlib.sha256(data).hexdigest().encode("ascii")
-    return data[:start] + digest + data[start + len(UNSIGNED):]
+    return data[:start] + _sha256_hex(data, start) + data[start + len(UNSIGNED):]
 
 
 def checksum_problem(data: bytes) -> str | None:
@@ -55,8 +63,7 @@ def checksum_problem(data: bytes) -> str | None:
     if len(stored) < len(UNSIGNED):
         return "it is truncated"
     if stored == UNSIGNED:
-        return "its checksum was never filled in (a model serialised without mome_edge's save_onnx)"
-    actual = hashlib.sha256(data[:start] + UNSIGNED + data[start + len(UNSIGNED):]).hexdigest().encode("ascii")
-    if actual != stored:
+        return "its checksum was never filled in (serialised with SerializeToString instead of onnx_bytes / save_onnx)"
+    if _sha256_hex(data, start) != stored:
         return "its SHA-256 does not match the one stored at export (the file changed: damaged or edited)"
     return None

@@ -68,7 +68,7 @@ def test_a_flipped_weight_byte_is_refused_and_would_otherwise_predict_other_numb
     proto = onnx.load(str(saved))
     weight = max(proto.graph.initializer, key=lambda t: len(t.raw_data))  # the largest float tensor's bytes
     assert numpy_helper.to_array(weight).dtype == np.float32
-    at = bytes(data).find(weight.raw_data) + 2  # inside the tensor: a low-order mantissa byte
+    at = bytes(data).find(weight.raw_data) + 2  # inside the tensor's first float32
     data[at] ^= 0x40
     damaged = tmp_path / "damaged.onnx"
     damaged.write_bytes(bytes(data))
@@ -86,9 +86,9 @@ def test_a_flipped_weight_byte_is_refused_and_would_otherwise_predict_other_numb
 
 
 @pytest.mark.parametrize("keep", [0.999, 0.5, 0.01])
-def test_a_truncated_copy_is_refused(saved: Path, keep: float) -> None:
+def test_a_truncated_copy_is_refused_before_onnx_runtime_parses_it(saved: Path, keep: float) -> None:
     data = saved.read_bytes()
-    with pytest.raises(ArtifactError):
+    with pytest.raises(ArtifactError, match=r"mome\.sha256 checksum|truncated|does not match"):
         Predictor(data[: int(len(data) * keep)])
 
 
@@ -100,8 +100,15 @@ def test_unsigned_bytes_are_refused(model) -> None:
 
 def test_an_export_without_its_checksum_entry_is_refused(saved: Path) -> None:
     stripped = _with_props(onnx.load(str(saved)), **{META_SHA256: None}).SerializeToString()
-    with pytest.raises(ArtifactError, match=r"has no intact mome\.sha256 checksum; export it again"):
+    with pytest.raises(ArtifactError, match=r"not a mome-edge ONNX export of format 2: it has no mome\.sha256 checksum"):
         Predictor(stripped)
+
+
+def test_a_format_1_export_asks_for_a_re_export(saved: Path) -> None:
+    # what format-1 exports looked like: no checksum entry at all
+    old = _with_props(onnx.load(str(saved)), **{"mome.format_version": "1", META_SHA256: None}).SerializeToString()
+    with pytest.raises(ArtifactError, match="an older export.*export it again with `mome-edge export`"):
+        Predictor(old)
 
 
 def test_an_older_format_version_asks_for_a_re_export(saved: Path) -> None:
