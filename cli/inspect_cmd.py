@@ -48,23 +48,28 @@ def _render(report) -> None:
         neurons.add_row(row.name, str(row.kept), str(row.nominal))
     stdout.print(neurons)
     if report.mask_density:
-        density = Table(title="mask density per expert (open share of the compiled layer)")
-        density.add_column("layer")
-        for e in range(report.experts):
-            density.add_column(f"e{e}", justify="right")
-        for l, row in enumerate(report.mask_density):
-            density.add_row(f"layer {l + 1}", *(f"{d:.3f}" for d in row))
-        stdout.print(density)
-        overlap = Table(title="expert overlap (Jaccard over all layers)")
-        overlap.add_column("")
-        for e in range(report.experts):
-            overlap.add_column(f"e{e}", justify="right")
-        for e, row in enumerate(report.overlap):
-            overlap.add_row(f"e{e}", *(f"{v:.2f}" for v in row))
-        stdout.print(overlap)
+        stdout.print(_per_expert_table(
+            "mask density per expert (open share of the compiled layer)", "layer",
+            [f"layer {l + 1}" for l in range(len(report.mask_density))], report.mask_density, "{:.3f}", report.experts,
+        ))
+        stdout.print(_per_expert_table(
+            "expert overlap (Jaccard over all layers)", "", [f"e{e}" for e in range(len(report.overlap))],
+            report.overlap, "{:.2f}", report.experts,
+        ))
         encodings = ", ".join(f"{k} x{v}" for k, v in sorted(report.mask_encodings.items()))
         stdout.print(f"expert masks: {report.bits_per_expert_weight:.3f} bits stored per expert weight ({report.expert_weights:,} expert weights; {encodings})")
     stdout.print(
         f"dense fp32 MMoE with the same nominal sizes and {report.dense_mmoe_experts} experts: "
         f"{report.dense_mmoe_bytes:,} bytes = {report.ratio:.1f}x this file ({report.ratio_tensors:.1f}x its tensor bytes)"
     )
+
+
+def _per_expert_table(title: str, first: str, labels: list[str], rows, fmt: str, experts: int) -> Table:
+    """A table with one column per expert (e0, e1, ...) and one labelled row per entry of `rows`."""
+    table = Table(title=title)
+    table.add_column(first)
+    for e in range(experts):
+        table.add_column(f"e{e}", justify="right")
+    for label, row in zip(labels, rows):
+        table.add_row(label, *(fmt.format(v) for v in row))
+    return table

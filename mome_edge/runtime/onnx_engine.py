@@ -12,7 +12,7 @@ import numpy as np
 
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError
-from mome_edge.runtime.onnx_integrity import META_SHA256, checksum_problem, has_checksum, is_ort_format
+from mome_edge.runtime.onnx_integrity import checksum_problem, is_ort_format
 
 # metadata_props keys (mome_edge.exporters.onnx_graph writes them; repeated here so that the
 # runtime never imports onnx)
@@ -111,12 +111,6 @@ class OnnxEngine:
             return
         else:
             data = payload
-        if not has_checksum(data):
-            raise ArtifactError(
-                f"{self.name} is not a mome-edge ONNX export of format {SUPPORTED_FORMAT_VERSION}: it has no {META_SHA256} "
-                "checksum (another tool's model, an older export, or a damaged or truncated copy); "
-                "export it again with `mome-edge export`"
-            )
         problem = checksum_problem(data)
         if problem is not None:
             raise ArtifactError(f"{self.name}: {problem}; export it again with `mome-edge export`")

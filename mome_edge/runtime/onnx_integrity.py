@@ -17,6 +17,7 @@ import hashlib
 
 META_SHA256 = "mome.sha256"
 UNSIGNED = b"0" * 64
+SIGNED_SINCE_FORMAT = 2  # the mome-edge ONNX format version that introduced the checksum
 # the protobuf encoding of StringStringEntryProto(key="mome.sha256", value=<64 bytes>) up to the
 # value: field 1 (key) tag + length + key, field 2 (value) tag + length 64
 _ENTRY = b"\x0a" + bytes([len(META_SHA256)]) + META_SHA256.encode("ascii") + b"\x12\x40"
@@ -42,10 +43,6 @@ def checksum_offset(data: bytes) -> int | None:
     return None if at < 0 else at + len(_ENTRY)
 
 
-def has_checksum(data: bytes) -> bool:
-    return checksum_offset(data) is not None
-
-
 def sign_onnx_bytes(data: bytes) -> bytes:
     """`data` (a serialised model with the unsigned checksum entry) with its digest filled in."""
     start = checksum_offset(data)
@@ -58,7 +55,10 @@ def checksum_problem(data: bytes) -> str | None:
     """None when `data` is an intact signed export; otherwise what is wrong, in a few words."""
     start = checksum_offset(data)
     if start is None:
-        return f"it has no {META_SHA256} checksum"
+        return (
+            f"it is not a mome-edge ONNX export of format {SIGNED_SINCE_FORMAT}: it has no {META_SHA256} checksum "
+            "(another tool's model, an older export, or a damaged or truncated copy)"
+        )
     stored = data[start:start + len(UNSIGNED)]
     if len(stored) < len(UNSIGNED):
         return "it is truncated"

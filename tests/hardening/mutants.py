@@ -431,16 +431,24 @@ def _mask_layers(manifest: dict[str, Any]) -> list[int]:
     return [l for l, layer in enumerate(manifest.get("layers") or []) if layer.get("masks")]
 
 
+def _random_mask(manifest: dict[str, Any], rng: random.Random) -> tuple[int, int] | None:
+    """(layer, expert) of a random stored expert mask, or None for a model without masks."""
+    layers = _mask_layers(manifest)
+    if not layers:
+        return None
+    l = rng.choice(layers)
+    return l, rng.randrange(len(manifest["layers"][l]["masks"]))
+
+
 def _mask_length(parts: ArtifactParts, rng: random.Random) -> Mutant:
     """Wrong bitset lengths: one expert's stored bytes grow or shrink, with the manifest's byte
     count, the tensor table and the header all updated consistently (re-signed)."""
     manifest, tensors = parts.manifest(), parts.tensors()
-    layers = _mask_layers(manifest)
-    if not layers:
+    picked = _random_mask(manifest, rng)
+    if picked is None:
         return _value_flip(parts, rng)
-    l = rng.choice(layers)
+    l, e = picked
     entries = manifest["layers"][l]["masks"]
-    e = rng.randrange(len(entries))
     start = sum(m["bytes"] for m in entries[:e])
     blob = tensors[f"layers.{l}.masks"]
     delta = rng.choice((-8, -2, -1, 1, 2, 8, 64))
@@ -459,12 +467,11 @@ def _mask_length(parts: ArtifactParts, rng: random.Random) -> Mutant:
 def _mask_padding(parts: ArtifactParts, rng: random.Random) -> Mutant:
     """Nonzero padding bits in the last byte of a raw bitset (or any set bit past the end)."""
     manifest, tensors = parts.manifest(), parts.tensors()
-    layers = _mask_layers(manifest)
-    if not layers:
+    picked = _random_mask(manifest, rng)
+    if picked is None:
         return _value_flip(parts, rng)
-    l = rng.choice(layers)
+    l, e = picked
     layer = manifest["layers"][l]
-    e = rng.randrange(len(layer["masks"]))
     entry = layer["masks"][e]
     end = sum(m["bytes"] for m in layer["masks"][: e + 1])
     pad = (-layer["out"] * layer["in"]) % 8
@@ -484,12 +491,11 @@ def _mask_encoding(parts: ArtifactParts, rng: random.Random) -> Mutant:
     from bitarray.util import sc_encode
 
     manifest, tensors = parts.manifest(), parts.tensors()
-    layers = _mask_layers(manifest)
-    if not layers:
+    picked = _random_mask(manifest, rng)
+    if picked is None:
         return _value_flip(parts, rng)
-    l = rng.choice(layers)
+    l, e = picked
     layer = manifest["layers"][l]
-    e = rng.randrange(len(layer["masks"]))
     entry = layer["masks"][e]
     start = sum(m["bytes"] for m in layer["masks"][:e])
     blob = tensors[f"layers.{l}.masks"]
