@@ -18,7 +18,7 @@ import numpy as np
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.data import default_data_dir
 from mome_edge.runs import DatasetRef
-from mome_edge.train import train
+from mome_edge.train.loop import train
 
 RESULTS = Path(__file__).parent / "results"
 

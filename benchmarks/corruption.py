@@ -46,12 +46,12 @@ TINY_ROWS = 3_000
 
 def trained_bases(folder: Path) -> dict[str, bytes]:
     """The CI suite's tiny runs (tests/conftest.py sizes), trained once here."""
-    from mome_edge.artifact import artifact_bytes
-    from mome_edge.compile import compile_run
+    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.compile.compiler import compile_run
     from mome_edge.config import ModelConfig, TrainConfig
     from mome_edge.data import make_mmoe_synthetic
     from mome_edge.runs import DatasetRef
-    from mome_edge.train import train
+    from mome_edge.train.loop import train
 
     data = make_mmoe_synthetic(n_rows=TINY_ROWS, seed=0)
     ref = DatasetRef(name="synthetic", seed=0, synthetic_rows=TINY_ROWS)
@@ -80,7 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         bases = trained_bases(Path(tmp))
-    from mome_edge.artifact import artifact_bytes
+    from mome_edge.artifact.io import artifact_bytes
 
     for weights in ("fp32", "int8"):
         bases[f"crafted-{weights}"] = artifact_bytes(crafted_model(), weights=weights)

@@ -20,10 +20,10 @@ import torch
 
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
-from mome_edge.layers import MaskedExpertLinear, expert_matmul
-from mome_edge.model import MoME, build_model
-from mome_edge.phases import remove_closed_neurons
-from mome_edge.train import make_optimizer
+from mome_edge.train.layers import MaskedExpertLinear, expert_matmul
+from mome_edge.train.model import MoME, build_model
+from mome_edge.train.phases import remove_closed_neurons
+from mome_edge.train.loop import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
 FIELDS, VOCAB, NUMERICAL = 16, 1000, 63

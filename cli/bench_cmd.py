@@ -24,7 +24,7 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write p50 latency vs batch as a PNG."),
 ) -> None:
     """Measure each model in a fresh subprocess (peak memory per model) and compare them."""
-    from mome_edge.bench import BenchConfig, bench as run_bench, plot_bench
+    from mome_edge.runtime.bench import BenchConfig, bench as run_bench, plot_bench
 
     config = BenchConfig(
         batches=parse_int_list(batch, "--batch"), threads=parse_int_list(threads, "--threads"), runs=runs, warmup=warmup,
@@ -47,9 +47,9 @@ def bench(
 def _preflight(models: List[Path], plot: Optional[Path]) -> None:
     """Load every model once in this process (a corrupt file gives its one-line error here, not
     from a worker after the progress line) and check that the plot can be written."""
-    from mome_edge.bench import MODEL_SUFFIXES
+    from mome_edge.runtime.bench import MODEL_SUFFIXES
     from mome_edge.errors import ConfigError, DataError, MomeError
-    from mome_edge.predict import refuse_overwriting_inputs
+    from mome_edge.runtime.predict import refuse_overwriting_inputs
 
     for path in models:
         if not path.is_file():
@@ -58,14 +58,14 @@ def _preflight(models: List[Path], plot: Optional[Path]) -> None:
             raise DataError(f"{path}: unknown model type {path.suffix!r}; bench reads {', '.join(MODEL_SUFFIXES)} files")
         try:
             if path.suffix.lower() == ".mome":
-                from mome_edge.artifact import read_artifact
+                from mome_edge.artifact.io import read_artifact
 
                 read_artifact(path)
             else:
                 from mome_edge.runtime import Predictor
 
                 Predictor(path)
-        except MomeError as exc:  # the same words as a failed worker (mome_edge.bench)
+        except MomeError as exc:  # the same words as a failed worker (mome_edge.runtime.bench)
             raise MomeError(f"benching {path} failed: {exc}") from None
     if plot is not None:
         refuse_overwriting_inputs(plot, {f"the model {p.name}": p for p in models})

@@ -24,10 +24,10 @@ def compile_command(
     Reads the run's test split (--data-dir for real data sets) to check the compiled model
     against the trained one and to report the test AUC change of fp16/int8 storage.
     """
-    from mome_edge.artifact import check_weights
-    from mome_edge.compile import compile_to_file
+    from mome_edge.artifact.io import check_weights
+    from mome_edge.compile.compiler import compile_to_file
     from mome_edge.errors import ConfigError
-    from mome_edge.predict import refuse_overwriting_inputs
+    from mome_edge.runtime.predict import refuse_overwriting_inputs
     from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE
 
     check_weights(weights)  # fail on a typo before loading data

@@ -26,14 +26,14 @@ def evaluate(
     data_dir: Optional[Path] = DataDir,
 ) -> None:
     """Evaluate a trained run, or a compiled/exported model, on a split of a data set."""
-    from mome_edge.evaluation import EvaluationReport, evaluate_run, write_predictions_csv
+    from mome_edge.train.evaluation import EvaluationReport, evaluate_run, write_predictions_csv
 
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r} is unknown; use one of {', '.join(SPLITS)}")
     if not target.exists():
         raise ConfigError(f"{target} does not exist, so it is not a run folder or a model file; pass a run folder of `mome-edge train` or a .mome/.onnx/.ort file")
     if predictions is not None:
-        from mome_edge.predict import refuse_overwriting_inputs
+        from mome_edge.runtime.predict import refuse_overwriting_inputs
         from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE
 
         inputs = {"TARGET": target}
@@ -45,7 +45,7 @@ def evaluate(
             raise ConfigError(f"{target} is neither a run folder nor a model file; pass a run folder or a .mome/.onnx/.ort file")
         if dataset is None:
             raise ConfigError(f"evaluating the model file {target} needs --dataset NAME (the data set it was trained on)")
-        from mome_edge.deployed import predict_deployed
+        from mome_edge.runtime.deployed import predict_deployed
         from mome_edge.metrics import task_metrics
 
         suffix_runtime = "onnx" if target.suffix.lower() in (".onnx", ".ort") else runtime

@@ -18,8 +18,8 @@ def inspect_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-layer mask density and expert overlap."),
 ) -> None:
     """Bytes by component, neurons kept, mask densities and overlap, bits per expert weight."""
-    from mome_edge.describe import describe_artifact, plot_artifact
-    from mome_edge.predict import refuse_overwriting_inputs
+    from mome_edge.artifact.describe import describe_artifact, plot_artifact
+    from mome_edge.runtime.predict import refuse_overwriting_inputs
 
     if plot is not None:
         refuse_overwriting_inputs(plot, {"MODEL.mome": model})

@@ -24,12 +24,12 @@ def predict_command(
     """Predict per-task probabilities with a compiled artifact (numpy reference, no torch) or an ONNX export."""
     if (dataset is None) == (input_csv is None):
         raise ConfigError("give exactly one of --dataset NAME or --input ROWS.csv")
-    from mome_edge.predict import predict_to_csv, refuse_overwriting_inputs
+    from mome_edge.runtime.predict import predict_to_csv, refuse_overwriting_inputs
 
     refuse_overwriting_inputs(output, {"MODEL": model, "--input": input_csv})
     # Both paths stream: raw rows in chunks, bounded memory for any input size, atomic output.
     if model.suffix.lower() in (".onnx", ".ort") or runtime != "numpy":  # the device runtime (issue 4)
-        from mome_edge.deployed import predict_deployed_to_csv
+        from mome_edge.runtime.deployed import predict_deployed_to_csv
 
         onnx_runtime = "onnx" if runtime == "numpy" else runtime
         summary = predict_deployed_to_csv(model, output, runtime=onnx_runtime, input_csv=input_csv, dataset=dataset, split=split,

@@ -101,7 +101,7 @@ def train(
         import torch
 
         torch.set_num_threads(threads)
-    from mome_edge.train import train as run_training
+    from mome_edge.train.loop import train as run_training
 
     data = ref.open()
     if not quiet:

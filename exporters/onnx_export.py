@@ -8,7 +8,7 @@
 
 The graph itself is built in exporters.onnx_graph. Validation compares ONNX Runtime's outputs
 on a sample batch (valid ids plus negative, out-of-vocabulary and int64-extreme ids) with
-`mome_edge.compiled.reference_forward`; the tolerance is PARITY_ATOL_FP32.
+`mome_edge.artifact.compiled.reference_forward`; the tolerance is PARITY_ATOL_FP32.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from mome_edge.atomic import atomic_write_bytes
-from mome_edge.compiled import CompiledModel, reference_forward
+from mome_edge.artifact.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, ParityError
 from mome_edge.runtime.onnx_integrity import sign_onnx_bytes
@@ -97,7 +97,7 @@ def export_onnx(
     """The checked (and by default simplified and validated) ONNX model of `compiled`.
 
     Args:
-        compiled: the compiled model (see mome_edge.compiled).
+        compiled: the compiled model (see mome_edge.artifact.compiled).
         experts: "bitset" stores the shared base weights and packed expert masks and rebuilds
             the experts inside the graph; "dense" stores materialised expert weights.
         opset: ONNX opset, MIN_OPSET..MAX_OPSET (BitwiseAnd needs 18; 17 uses Mod 2 instead).
@@ -362,7 +362,7 @@ def write_ort_format(onnx_path: str | Path, *, keep_bitset: bool = True) -> OrtF
 
 
 def weight_source(loaded: Any) -> dict[str, StoredTensor]:
-    """The fp16/int8 tensors of a LoadedArtifact (mome_edge.artifact) as StoredTensors, so the
+    """The fp16/int8 tensors of a LoadedArtifact (mome_edge.artifact.io) as StoredTensors, so the
     ONNX file keeps the artifact's storage precision (fp32 tensors come from the model).
     Union-layout base weights come back dense (`stored_dense`); the graph builder stores
     them in union layout again, from the masks."""
@@ -387,7 +387,7 @@ def export_artifact(
     Returns the report as a JSON-ready dict (ExportReport.to_json plus paths and file sizes).
     Raises ArtifactError / ConfigError / ParityError (see export_onnx).
     """
-    from mome_edge.artifact import read_artifact
+    from mome_edge.artifact.io import read_artifact
 
     artifact, output = Path(artifact), Path(output)
     if output.suffix.lower() != ".onnx":

@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
 

@@ -35,10 +35,10 @@ def pick_dataset(data_dir: str | None, force_synthetic: bool) -> DatasetRef:
 def run_demo(*, data_dir: str | None, out: Path | None, epochs: int | None, force_synthetic: bool, progress: bool,
              bench_runs: int = 50) -> dict[str, Any]:
     """Train MoME and MMoE, compile both, export both to ONNX, bench both; return the report."""
-    from mome_edge.bench import BenchConfig, bench
-    from mome_edge.compile import compile_to_file
+    from mome_edge.runtime.bench import BenchConfig, bench
+    from mome_edge.compile.compiler import compile_to_file
     from mome_edge.exporters.onnx_export import export_artifact
-    from mome_edge.train import train
+    from mome_edge.train.loop import train
 
     console = Console(stderr=True, quiet=not progress)
     ref = pick_dataset(data_dir, force_synthetic)

@@ -46,7 +46,7 @@ class DatasetRef:
         return self.name == PREPARED
 
     def open(self):  # -> TrainingData: streamed shards for prepared data, else in memory
-        from mome_edge.training_data import InMemoryData, PreparedData
+        from mome_edge.train.training_data import InMemoryData, PreparedData
 
         if self.is_prepared:
             return PreparedData(str(self.data_dir))

@@ -1,6 +1,6 @@
 """Random CompiledModels of every kind, for exporter and runtime tests (numpy only).
 
-`make_compiled(kind, ...)` builds a model that satisfies the contract in mome_edge.compiled
+`make_compiled(kind, ...)` builds a model that satisfies the contract in mome_edge.artifact.compiled
 (shapes, routing, PLE level structure) with random numbers, so every downstream stage can be
 checked against `reference_forward` without training anything. Sizes are tiny by default;
 `census_like=True` gives census-income-like nominal sizes for size/latency measurements.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
 
 KINDS = ("mome", "mmoe", "shared-bottom", "single-task", "ple")

@@ -79,7 +79,7 @@ def tiny_run(tmp_path_factory, tiny_splits, tiny_dataset_ref, tiny_model_config,
     """kind -> run folder of a finished tiny run (trained once per session, on first use)."""
     import dataclasses
 
-    from mome_edge.train import train
+    from mome_edge.train.loop import train
 
     root = tmp_path_factory.mktemp("compile-runs")
     runs: dict = {}
@@ -98,8 +98,8 @@ def tiny_run(tmp_path_factory, tiny_splits, tiny_dataset_ref, tiny_model_config,
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_run):
     """(kind, weights) -> artifact file compiled from `tiny_run(kind)` (once per session)."""
-    from mome_edge.artifact import write_artifact
-    from mome_edge.compile import compile_run
+    from mome_edge.artifact.io import write_artifact
+    from mome_edge.compile.compiler import compile_run
 
     root = tmp_path_factory.mktemp("compile-artifacts")
     files: dict = {}

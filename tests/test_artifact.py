@@ -19,7 +19,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from compiled_factory import KINDS, make_compiled, sample_inputs
-from mome_edge.artifact import (
+from mome_edge.artifact.io import (
     FORMAT_VERSION,
     HEADER_CAP,
     METADATA_KEY,
@@ -31,7 +31,7 @@ from mome_edge.artifact import (
     read_artifact,
     write_artifact,
 )
-from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, reference_forward
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, reference_forward
 from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
 from mome_edge.errors import ArtifactError, ConfigError
 
@@ -355,10 +355,10 @@ def test_an_interrupted_overwrite_keeps_the_old_file(tmp_path: Path, monkeypatch
 # --- the device side needs no torch ---------------------------------------------------------------
 TORCH_FREE_SCRIPT = """
 import sys
-from mome_edge.artifact import read_artifact
-from mome_edge.compiled import reference_forward
-from mome_edge.describe import describe_artifact
-from mome_edge.predict import predict_artifact
+from mome_edge.artifact.io import read_artifact
+from mome_edge.artifact.compiled import reference_forward
+from mome_edge.artifact.describe import describe_artifact
+from mome_edge.runtime.predict import predict_artifact
 from mome_edge.cli.main import main
 
 loaded = read_artifact(sys.argv[1])

@@ -9,7 +9,7 @@ import pytest
 
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.runs import METRICS_FILE, DatasetRef
-from mome_edge.train import train
+from mome_edge.train.loop import train
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 

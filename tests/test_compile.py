@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from mome_edge.artifact import parse_artifact, artifact_bytes, quantize_model
-from mome_edge.compile import FP32_PARITY_TOLERANCE, compile_model, compile_run, compile_to_file
+from mome_edge.artifact.io import parse_artifact, artifact_bytes, quantize_model
+from mome_edge.compile.compiler import FP32_PARITY_TOLERANCE, compile_model, compile_run, compile_to_file
 from mome_edge.config import MODEL_KINDS, ModelConfig
 from mome_edge.errors import ConfigError
-from mome_edge.layers import ExpertBatchNorm
+from mome_edge.train.layers import ExpertBatchNorm
 from mome_edge.metrics import task_metrics
-from mome_edge.model import MoME, Phase, build_model
-from mome_edge.phases import remove_closed_neurons, start_hardening
-from mome_edge.predict import reference_predict
-from mome_edge.train import predict_proba
+from mome_edge.train.model import MoME, Phase, build_model
+from mome_edge.train.phases import remove_closed_neurons, start_hardening
+from mome_edge.runtime.predict import reference_predict
+from mome_edge.train.loop import predict_proba
 
 FP16_PROB_TOLERANCE = 5e-3  # max |dp| of fp16 storage vs fp32 on random tiny models
 INT8_PROB_TOLERANCE = 3e-2  # max |dp| of int8 per-channel storage vs fp32 on random tiny models
@@ -216,7 +216,7 @@ def test_compile_to_file_checks_parity_and_reports_auc_change(kind: str, tiny_ru
 def test_census_parity_of_a_small_run(kind: str, shared_data_dir, tmp_path) -> None:
     from mome_edge.config import TrainConfig
     from mome_edge.runs import DatasetRef
-    from mome_edge.train import train
+    from mome_edge.train.loop import train
 
     ref = DatasetRef(name="census-income", data_dir=str(shared_data_dir), max_rows=4000)
     data = ref.load()

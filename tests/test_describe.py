@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from compiled_factory import KINDS, make_compiled
-from mome_edge.artifact import COMPONENTS, parse_artifact, read_artifact, write_artifact
-from mome_edge.describe import dense_mmoe_bytes, describe_artifact, plot_artifact
+from mome_edge.artifact.io import COMPONENTS, parse_artifact, read_artifact, write_artifact
+from mome_edge.artifact.describe import dense_mmoe_bytes, describe_artifact, plot_artifact
 from mome_edge.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

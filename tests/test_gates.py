@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from mome_edge.gates import (
+from mome_edge.train.gates import (
     DEFAULT_SIGMA,
     binary_gate,
     fraction_fractional,

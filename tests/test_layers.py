@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mome_edge.gates import binary_gate
-from mome_edge.layers import (
+from mome_edge.train.gates import binary_gate
+from mome_edge.train.layers import (
     DenseExpertLinear,
     ExpertBatchNorm,
     FieldEmbeddings,

@@ -10,7 +10,7 @@ from bitarray import bitarray
 from bitarray.util import sc_encode
 
 from mome_edge.errors import ArtifactError
-from mome_edge.masks import BIT_ORDER, decode_mask, densities, encode_mask, jaccard_matrix, packed_masks, to_bitarray
+from mome_edge.artifact.masks import BIT_ORDER, decode_mask, densities, encode_mask, jaccard_matrix, packed_masks, to_bitarray
 
 SHAPES = [(0, 5), (1, 1), (1, 7), (3, 3), (2, 8), (5, 13), (64, 33)]
 

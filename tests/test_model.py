@@ -12,10 +12,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from mome_edge.config import MODEL_KINDS, ModelConfig
-from mome_edge.gates import binary_gate
-from mome_edge.layers import ExpertBatchNorm, MaskedExpertLinear
-from mome_edge.model import MoME, MultiTaskModel, Phase, build_model, count_parameters
-from mome_edge.phases import remove_closed_neurons, start_hardening
+from mome_edge.train.gates import binary_gate
+from mome_edge.train.layers import ExpertBatchNorm, MaskedExpertLinear
+from mome_edge.train.model import MoME, MultiTaskModel, Phase, build_model, count_parameters
+from mome_edge.train.phases import remove_closed_neurons, start_hardening
 
 BATCH = 64
 EMBED_DIM = 4  # tiny_model_config.embedding_dim

@@ -87,7 +87,7 @@ try:
     main(args + ["--resume"])
 except SystemExit as e:
     assert e.code in (0, None), e.code
-from mome_edge.train import load_trained_model
+from mome_edge.train.loop import load_trained_model
 model, info, summary = load_trained_model({str(tmp_path / 'run')!r})
 print("ok")
 """

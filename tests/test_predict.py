@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from compiled_factory import make_compiled, make_spec
-from mome_edge.artifact import read_artifact, write_artifact
+from mome_edge.artifact.io import read_artifact, write_artifact
 from mome_edge.errors import DataError
-from mome_edge.predict import evaluate_artifact, predict_artifact, read_csv_columns, reference_predict
+from mome_edge.runtime.predict import evaluate_artifact, predict_artifact, read_csv_columns, reference_predict
 
 CSV_PROB_TOLERANCE = 1e-6  # numericals go through text with repr() precision; float32 rounding only
 

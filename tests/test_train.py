@@ -15,12 +15,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from mome_edge.checkpoint import META_KEY
+from mome_edge.train.checkpoint import META_KEY
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.errors import ConfigError
-from mome_edge.model import MoME, Phase
+from mome_edge.train.model import MoME, Phase
 from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE, checkpoint_paths
-from mome_edge.train import Trainer, load_trained_model, predict_proba, train
+from mome_edge.train.loop import Trainer, load_trained_model, predict_proba, train
 
 # metrics.json fields that measure wall time, not the computation
 TIMING_FIELDS = ("seconds", "rows_per_s", "peak_rss_mb")

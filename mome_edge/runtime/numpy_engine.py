@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mome_edge.compiled import CompiledModel, ExpertLayer, trunk_forward
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, trunk_forward
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.cache import ByteLRU, CacheStats
 
 EXPERT_MODES = ("materialize", "on-demand")
-BIT_ORDER = "big"  # the artifact's declared bit order (mome_edge.masks.BIT_ORDER)
+BIT_ORDER = "big"  # the artifact's declared bit order (mome_edge.artifact.masks.BIT_ORDER)
 
 
 class _DenseLayer:

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mome_edge.compiled import CompiledModel
+from mome_edge.artifact.compiled import CompiledModel
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, DataError
 from mome_edge.runtime.inputs import check_inputs, check_outputs
@@ -63,7 +63,7 @@ class Predictor:
         if suffix in ONNX_SUFFIXES:
             self._onnx(self.path)
         elif suffix == ARTIFACT_SUFFIX:
-            from mome_edge.artifact import read_artifact  # numpy + safetensors + bitarray
+            from mome_edge.artifact.io import read_artifact  # numpy + safetensors + bitarray
 
             loaded = read_artifact(self.path)
             self._numpy(loaded.model)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mome_edge.artifact import read_artifact
-from mome_edge.compile import FP32_PARITY_TOLERANCE
+from mome_edge.artifact.io import read_artifact
+from mome_edge.compile.compiler import FP32_PARITY_TOLERANCE
 from cli_helpers import invoke
 
 INT8_AUC_TOLERANCE = 5e-3  # |test AUC change| of the tiny run at int8 (600 test rows)

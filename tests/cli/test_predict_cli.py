@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mome_edge.artifact import read_artifact
-from mome_edge.predict import reference_predict
+from mome_edge.artifact.io import read_artifact
+from mome_edge.runtime.predict import reference_predict
 from test_compile_cli import assert_one_error_line, invoke
 
 CSV_PROB_TOLERANCE = 1e-6  # probabilities are written with 7 significant digits

@@ -24,7 +24,7 @@ QUANTISED_AUC_CHANGE_MAX = 0.02  # tiny 5-epoch models on 600 test rows: int8 mo
 @pytest.fixture(scope="module")
 def torch_probs(tiny_run, tiny_splits):
     """kind -> trained torch model's test-split probabilities."""
-    from mome_edge.train import load_trained_model, predict_proba
+    from mome_edge.train.loop import load_trained_model, predict_proba
 
     cache: dict = {}
 

@@ -742,7 +742,7 @@ def hostile_ids(vocab_sizes: tuple[int, ...], rows: int, seed: int = 0) -> np.nd
 def predict_loaded(loaded: Any, rows: int = 16, *, runtime: bool = True) -> np.ndarray:
     """The numpy reference on hostile ids and random numericals; checks shape and range, and
     with `runtime` that the device runtime's numpy engine agrees (both expert modes)."""
-    from mome_edge.compiled import reference_forward
+    from mome_edge.artifact.compiled import reference_forward
 
     spec = loaded.model.spec
     cat = hostile_ids(spec.vocab_sizes, rows)
@@ -791,7 +791,7 @@ def _float_arrays(model: Any) -> list[np.ndarray]:
 
 def _timed_parse(data: bytes, trace_memory: bool) -> tuple[Any, BaseException | None, float, int]:
     """(loaded or None, the exception or None, seconds, peak bytes allocated while parsing)."""
-    from mome_edge.artifact import parse_artifact
+    from mome_edge.artifact.io import parse_artifact
 
     started_here = trace_memory and not tracemalloc.is_tracing()
     if started_here:
@@ -833,7 +833,7 @@ def check_mutant(data: bytes, *, trace_memory: bool = True, describe: bool = Tru
     try:
         predict_loaded(loaded)
         if describe:
-            from mome_edge.describe import describe_artifact
+            from mome_edge.artifact.describe import describe_artifact
 
             json.dumps(describe_artifact(loaded).to_json())
     except MutantFailure:
@@ -895,7 +895,7 @@ def crafted_model(seed: int = 0):
     sparse, dense and nearly repeated expert masks, so that raw, sc, zlib and xor_previous
     encodings all occur (checked by the suite).
     """
-    from mome_edge.compiled import CompiledModel, ExpertLayer, Linear
+    from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear
     from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
 
     rng = np.random.default_rng(seed)
@@ -946,8 +946,8 @@ def mask_bomb(width: int = 6_000, weights: str = "fp32") -> bytes:
     from bitarray import bitarray
     from bitarray.util import sc_encode
 
-    from mome_edge.artifact import artifact_bytes
-    from mome_edge.compiled import ExpertLayer
+    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.artifact.compiled import ExpertLayer
 
     model = crafted_model()
     small = 3

@@ -32,7 +32,7 @@ from mutants import (
     random_mutants,
     resign,
 )
-from mome_edge.artifact import artifact_bytes, parse_artifact
+from mome_edge.artifact.io import artifact_bytes, parse_artifact
 
 SEED = 20_251_128
 PER_CLASS = 16  # random mutants per class and base: 22 classes x 6 bases x 16 = 2,112

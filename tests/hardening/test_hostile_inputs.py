@@ -1,8 +1,8 @@
 """Hostile inputs at run time, on every path that predicts: the numpy reference
 (`reference_forward`), the device runtime's numpy engine and ONNX Runtime (`Predictor` with a
-.mome and an .onnx file), `mome_edge.predict` and the `predict` command.
+.mome and an .onnx file), `mome_edge.runtime.predict` and the `predict` command.
 
-The input policy under test (documented in mome_edge/predict.py and mome_edge/runtime/inputs.py):
+The input policy under test (documented in mome_edge/runtime/predict.py and mome_edge/runtime/inputs.py):
 - wrong dtype, rank, field count or row count: one DataError naming it and the fix;
 - any categorical id outside a field's vocabulary (negative, too large, int64 extremes) reads
   the OOV row 0, exactly like the trained torch model: same probabilities;
@@ -26,13 +26,13 @@ import numpy as np
 import pytest
 
 from mutants import crafted_model, hostile_ids
-from mome_edge.artifact import read_artifact, write_artifact
-from mome_edge.compiled import reference_forward
+from mome_edge.artifact.io import read_artifact, write_artifact
+from mome_edge.artifact.compiled import reference_forward
 from mome_edge.errors import DataError
 from mome_edge.runtime import Predictor
 
 HOSTILE_ROWS = 100_000
-TORCH_ATOL = 1e-5  # reference vs the trained torch model, fp32 artifact (mome_edge.compile.FP32_PARITY_TOLERANCE)
+TORCH_ATOL = 1e-5  # reference vs the trained torch model, fp32 artifact (mome_edge.compile.compiler.FP32_PARITY_TOLERANCE)
 RUNTIME_ATOL = 1e-5  # numpy engine / ONNX Runtime vs the reference, fp32
 STREAM_ROWS = (100_000, 1_000_000)
 STREAM_RSS_GROWTH_MB = 64  # peak RSS of 10^6 rows minus that of 10^5 rows, `mome-edge predict --input`
@@ -107,7 +107,7 @@ def test_wrong_inputs_are_one_clear_data_error(case: str, path: str, engines) ->
 # --- category ids: 10^5 random ids with the extremes, against the trained torch model ------------
 @pytest.mark.parametrize("kind", ["mome", "mmoe"])
 def test_random_and_extreme_ids_match_the_trained_torch_model(kind: str, engines, tiny_run) -> None:
-    from mome_edge.train import load_trained_model, predict_arrays
+    from mome_edge.train.loop import load_trained_model, predict_arrays
 
     entry = engines[kind]
     model = entry["model"]
@@ -175,7 +175,7 @@ def test_non_finite_numericals_with_the_error_policy_are_refused(error_policy_ar
     for predict in (lambda c, n: reference_forward(model, c, n), Predictor(error_policy_artifact).predict_array):
         with pytest.raises(DataError, match="numerical field 'spend' has a NaN or infinite value at row 3"):
             predict(cat, num)
-    from mome_edge.predict import predict_artifact
+    from mome_edge.runtime.predict import predict_artifact
 
     rows = tmp_path / "rows.csv"
     rows.write_text("color,city,age,spend\n" + "red,a,41,2\n" * 3 + "red,a,1e300,2\n", encoding="utf-8")  # finite, but inf once scaled
@@ -184,7 +184,7 @@ def test_non_finite_numericals_with_the_error_policy_are_refused(error_policy_ar
 
 
 def test_raw_nan_inf_and_overflowing_values_read_as_missing_with_the_mean_policy(tmp_path: Path) -> None:
-    from mome_edge.predict import predict_artifact
+    from mome_edge.runtime.predict import predict_artifact
 
     path = tmp_path / "crafted.mome"
     write_artifact(path, crafted_model())
@@ -207,7 +207,7 @@ def test_values_that_overflow_inside_the_network_are_an_error_never_nan(engines)
 
 # --- empty batches ---------------------------------------------------------------------------------
 def test_an_empty_batch_is_an_empty_output_on_batch_paths_and_an_error_online(engines, tmp_path: Path) -> None:
-    from mome_edge.predict import predict_artifact, predict_to_csv, reference_predict
+    from mome_edge.runtime.predict import predict_artifact, predict_to_csv, reference_predict
 
     entry = engines["mome"]
     model = entry["model"]
@@ -222,7 +222,7 @@ def test_an_empty_batch_is_an_empty_output_on_batch_paths_and_an_error_online(en
         if Path(source).suffix == ".mome":
             assert predict_to_csv(source, out, input_csv=rows).rows == 0
         else:
-            from mome_edge.deployed import predict_deployed_to_csv
+            from mome_edge.runtime.deployed import predict_deployed_to_csv
 
             assert predict_deployed_to_csv(source, out, input_csv=rows).rows == 0
         assert out.read_text(encoding="utf-8") == ",".join(model.tasks) + "\n"
@@ -261,7 +261,7 @@ def _write_rows(path: Path, rows: int, seed: int = 0) -> None:
 @pytest.mark.parametrize("suffix", [".mome", ".onnx"])
 def test_a_million_rows_stream_through_predict_in_bounded_memory(suffix: str, tmp_path: Path) -> None:
     from mome_edge.exporters.onnx_export import export_artifact
-    from mome_edge.predict import predict_artifact
+    from mome_edge.runtime.predict import predict_artifact
 
     model_path = tmp_path / "crafted.mome"
     write_artifact(model_path, crafted_model())

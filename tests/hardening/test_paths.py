@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import invoke, snapshot
-from mome_edge.artifact import read_artifact
+from mome_edge.artifact.io import read_artifact
 
 USAGE_EXIT = 2
 
@@ -59,7 +59,7 @@ def spec_run(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("source", ["synthetic-run", "spec-run"])
 def test_the_manifest_holds_no_file_paths(source: str, tiny_run, spec_run, tmp_path: Path) -> None:
-    from mome_edge.compile import compile_to_file
+    from mome_edge.compile.compiler import compile_to_file
 
     run = tiny_run("mome") if source == "synthetic-run" else spec_run
     out = tmp_path / "model.mome"

@@ -19,8 +19,8 @@ from torch import nn
 
 from mome_edge.config import ModelConfig
 from mome_edge.encoding import FeatureSpec
-from mome_edge.gates import open_probability_sum
-from mome_edge.layers import (
+from mome_edge.train.gates import open_probability_sum
+from mome_edge.train.layers import (
     DenseExpertLinear,
     FieldEmbeddings,
     GateMode,

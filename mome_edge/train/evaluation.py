@@ -33,7 +33,7 @@ def write_predictions_csv(path: str | Path, probs: np.ndarray, tasks: list[str] 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, predictions_path: str | Path | None = None) -> EvaluationReport:
     """Metrics of a run's selected model on one split of its data (streamed for prepared data)."""
-    from mome_edge.train import load_trained_model, predict_arrays, predict_proba
+    from mome_edge.train.loop import load_trained_model, predict_arrays, predict_proba
 
     model, info, _ = load_trained_model(run_dir)
     ref = info.dataset if data_dir is None else dataclasses.replace(info.dataset, data_dir=data_dir)

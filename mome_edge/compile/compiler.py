@@ -28,16 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from mome_edge.artifact import artifact_bytes, check_compiled_model, parse_artifact, quantize_model
+from mome_edge.artifact.io import artifact_bytes, check_compiled_model, parse_artifact, quantize_model
 from mome_edge.atomic import atomic_write_bytes
-from mome_edge.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.config import config_to_json
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ConfigError, DataError, ParityError
-from mome_edge.gates import binary_gate
-from mome_edge.layers import DenseExpertLinear, ExpertBatchNorm
-from mome_edge.model import MMoE, PLE, MoME, MultiTaskModel, Phase, SharedBottom, SingleTask, TaskGates, Towers
-from mome_edge.predict import reference_predict
+from mome_edge.train.gates import binary_gate
+from mome_edge.train.layers import DenseExpertLinear, ExpertBatchNorm
+from mome_edge.train.model import MMoE, PLE, MoME, MultiTaskModel, Phase, SharedBottom, SingleTask, TaskGates, Towers
+from mome_edge.runtime.predict import reference_predict
 
 FP32_PARITY_TOLERANCE = 1e-5  # max |p_torch - p_compiled| of probabilities, fp32 weights
 
@@ -328,7 +328,7 @@ def compile_run(run_dir: str | Path, weights: str = "fp32") -> CompiledModel:
         ArtifactError: not a finished run folder.
         ConfigError: a MoME run that did not reach phase hardening; unknown `weights`.
     """
-    from mome_edge.train import load_trained_model
+    from mome_edge.train.loop import load_trained_model
 
     model, info, summary = load_trained_model(run_dir)
     compiled = compile_model(model, info.feature_spec, metadata=run_metadata(run_dir, info, summary))
@@ -386,7 +386,7 @@ def compile_to_file(run_dir: str | Path, out: str | Path, *, weights: str = "fp3
         ArtifactError, ConfigError: see `compile_run` and `write_artifact`.
     """
     from mome_edge.metrics import task_metrics
-    from mome_edge.train import load_trained_model, predict_proba
+    from mome_edge.train.loop import load_trained_model, predict_proba
 
     model, info, summary = load_trained_model(run_dir)
     compiled = compile_model(model, info.feature_spec, metadata=run_metadata(run_dir, info, summary))

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from mome_edge.encoding import FeatureSpec
-from mome_edge.layers import ExpertBatchNorm
-from mome_edge.model import MoME, Phase
+from mome_edge.train.layers import ExpertBatchNorm
+from mome_edge.train.model import MoME, Phase
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mome_edge.artifact import LoadedArtifact, read_artifact
+from mome_edge.artifact.io import LoadedArtifact, read_artifact
 from mome_edge.errors import ConfigError
-from mome_edge.masks import densities, jaccard_matrix, to_bitarray
+from mome_edge.artifact.masks import densities, jaccard_matrix, to_bitarray
 
 FP32_BYTES = 4
 NOMINAL_SIZE_MAX = 2**40  # nominal sizes come from free-form metadata: larger ones are ignored

@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from mome_edge.distributed import all_reduce_sum, is_distributed
-from mome_edge.gates import (
+from mome_edge.train.distributed import all_reduce_sum, is_distributed
+from mome_edge.train.gates import (
     GATE_MU_INIT,
     binary_gate,
     gate_penalty,

@@ -27,10 +27,10 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from mome_edge.atomic import atomic_write_bytes
-from mome_edge.compiled import ROUTINGS, CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.artifact.compiled import ROUTINGS, CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, MomeError
-from mome_edge.masks import BIT_ORDER, decode_mask, encode_mask
+from mome_edge.artifact.masks import BIT_ORDER, decode_mask, encode_mask
 
 FORMAT_NAME = "mome-edge-artifact"
 FORMAT_VERSION = 1

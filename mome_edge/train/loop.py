@@ -23,16 +23,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mome_edge.atomic import atomic_write_json
-from mome_edge.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
+from mome_edge.train.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.data.types import DataSplits, MultiTaskData
-from mome_edge.distributed import DistributedContext, context_from_env
-from mome_edge.training_data import InMemoryData, TrainingData
+from mome_edge.train.distributed import DistributedContext, context_from_env
+from mome_edge.train.training_data import InMemoryData, TrainingData
 from mome_edge.errors import ArtifactError, ConfigError
-from mome_edge.gates import fraction_fractional
+from mome_edge.train.gates import fraction_fractional
 from mome_edge.metrics import mean_auc, task_metrics
-from mome_edge.model import MoME, MultiTaskModel, Phase, build_model, count_parameters
-from mome_edge.phases import remove_closed_neurons, start_hardening
+from mome_edge.train.model import MoME, MultiTaskModel, Phase, build_model, count_parameters
+from mome_edge.train.phases import remove_closed_neurons, start_hardening
 from mome_edge.runs import (
     CHECKPOINT_DIR,
     METRICS_FILE,

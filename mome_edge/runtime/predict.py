@@ -28,7 +28,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from mome_edge.atomic import atomic_file
-from mome_edge.compiled import CompiledModel, reference_forward
+from mome_edge.artifact.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ConfigError, DataError
 
@@ -59,7 +59,7 @@ class Predictions:
 def write_predictions(path: str | Path, probs: np.ndarray, tasks: tuple[str, ...] | list[str]) -> None:
     """One column per task, one row per input row, in order; written atomically.
 
-    Same format as `mome_edge.evaluation.write_predictions_csv`, without importing the
+    Same format as `mome_edge.train.evaluation.write_predictions_csv`, without importing the
     metrics stack (scikit-learn) on the device-side path.
     """
     from mome_edge.atomic import atomic_write_text
@@ -179,7 +179,7 @@ def predict_artifact(
         ArtifactError: the artifact is unreadable.
         DataError: bad input rows, or a data set that does not encode like the artifact.
     """
-    from mome_edge.artifact import read_artifact
+    from mome_edge.artifact.io import read_artifact
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")
@@ -224,7 +224,7 @@ def predict_to_csv(
         ArtifactError, DataError: as `predict_artifact`.
         MomeError: the output folder is not writable.
     """
-    from mome_edge.artifact import read_artifact
+    from mome_edge.artifact.io import read_artifact
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")
@@ -314,8 +314,8 @@ def evaluate_artifact(path: str | Path, *, dataset: str, split: str = "test", da
     Raises:
         ArtifactError, DataError: as `predict_artifact`.
     """
-    from mome_edge.artifact import read_artifact
-    from mome_edge.evaluation import EvaluationReport
+    from mome_edge.artifact.io import read_artifact
+    from mome_edge.train.evaluation import EvaluationReport
     from mome_edge.metrics import task_metrics
 
     model = read_artifact(path).model

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from mome_edge.data.types import DataSplits, MultiTaskData
-from mome_edge.distributed import DistributedContext
+from mome_edge.train.distributed import DistributedContext
 from mome_edge.encoding import FeatureSpec
 from mome_edge.metrics import task_metrics
 

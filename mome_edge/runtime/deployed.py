@@ -5,7 +5,7 @@
 
 Inputs are encoded with the model's own feature spec (from the artifact, or from the ONNX
 file's metadata) and predicted in chunks of `chunk_rows`, with a progress bar on stderr for
-large inputs. The `.mome` + numpy path of `mome-edge predict` stays in mome_edge.predict.
+large inputs. The `.mome` + numpy path of `mome-edge predict` stays in mome_edge.runtime.predict.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mome_edge.errors import ConfigError, DataError
-from mome_edge.predict import Predictions, load_artifact_split, read_csv_columns
+from mome_edge.runtime.predict import Predictions, load_artifact_split, read_csv_columns
 
 RUNTIMES = ("numpy", "onnx")
 CHUNK_ROWS = 8192
@@ -39,7 +39,7 @@ def load_predictor(path: str | Path, *, runtime: str = "onnx", threads: int | No
         raise ConfigError(f"{path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
     if runtime == "numpy":
         return Predictor(path, threads=threads)
-    from mome_edge.artifact import read_artifact
+    from mome_edge.artifact.io import read_artifact
     from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
     loaded = read_artifact(path)
@@ -82,13 +82,13 @@ def predict_deployed_to_csv(
     dataset: str | None = None, split: str = "test", data_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
     threads: int | None = None,
 ):
-    """`predict_deployed` streamed into `output` (mome_edge.predict.predict_to_csv's format and
+    """`predict_deployed` streamed into `output` (mome_edge.runtime.predict.predict_to_csv's format and
     guarantees): raw CSV rows are read, encoded and predicted chunk by chunk, in bounded memory.
 
     Returns:
-        mome_edge.predict.PredictionSummary.
+        mome_edge.runtime.predict.PredictionSummary.
     """
-    from mome_edge.predict import CSV_CHUNK_ROWS, PredictionSummary, input_chunks, refuse_overwriting_inputs, write_prediction_chunks
+    from mome_edge.runtime.predict import CSV_CHUNK_ROWS, PredictionSummary, input_chunks, refuse_overwriting_inputs, write_prediction_chunks
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")

@@ -1,0 +1,1 @@
+"""The compiler: a trained torch model -> `CompiledModel` (numpy). Torch stops here."""
