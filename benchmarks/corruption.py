@@ -46,7 +46,7 @@ TINY_ROWS = 3_000
 
 def trained_bases(folder: Path) -> dict[str, bytes]:
     """The CI suite's tiny runs (tests/conftest.py sizes), trained once here."""
-    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.artifact.writer import artifact_bytes
     from mome_edge.compile.compiler import compile_run
     from mome_edge.config import ModelConfig, TrainConfig
     from mome_edge.data import make_mmoe_synthetic
@@ -80,7 +80,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         bases = trained_bases(Path(tmp))
-    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.artifact.writer import artifact_bytes
 
     for weights in ("fp32", "int8"):
         bases[f"crafted-{weights}"] = artifact_bytes(crafted_model(), weights=weights)

@@ -58,7 +58,7 @@ def _preflight(models: List[Path], plot: Optional[Path]) -> None:
             raise DataError(f"{path}: unknown model type {path.suffix!r}; bench reads {', '.join(MODEL_SUFFIXES)} files")
         try:
             if path.suffix.lower() == ".mome":
-                from mome_edge.artifact.io import read_artifact
+                from mome_edge.artifact.reader import read_artifact
 
                 read_artifact(path)
             else:

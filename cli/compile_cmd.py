@@ -24,7 +24,7 @@ def compile_command(
     Reads the run's test split (--data-dir for real data sets) to check the compiled model
     against the trained one and to report the test AUC change of fp16/int8 storage.
     """
-    from mome_edge.artifact.io import check_weights
+    from mome_edge.artifact.quantise import check_weights
     from mome_edge.compile.compiler import compile_to_file
     from mome_edge.errors import ConfigError
     from mome_edge.runtime.predict import refuse_overwriting_inputs

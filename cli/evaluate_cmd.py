@@ -10,9 +10,10 @@ import typer
 
 from mome_edge.cli.common import metrics_table, print_json, stdout
 from mome_edge.cli.options import DataDir, Json, data_dir_or_none
+from mome_edge.contract import SPLITS
 from mome_edge.errors import ConfigError
 
-SPLITS = ("train", "validation", "test")
+
 MODEL_SUFFIXES = (".mome", ".onnx", ".ort")
 
 

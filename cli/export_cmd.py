@@ -58,7 +58,7 @@ def _preflight(model: Path, output: Path, opset: int) -> None:
         raise ConfigError(f"-o {output}: {output.parent} {problem}; choose a folder that exists")
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ConfigError(f"opset={opset!r} is not supported; use an integer in {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
 
     read_artifact(model)  # a corrupt or foreign file: its one-line error now (reading is cheap)
 

@@ -12,7 +12,8 @@ import typer
 
 from mome_edge.cli.common import check_out_folder, metrics_table, parse_sizes, print_json, stderr, stdout
 from mome_edge.cli.options import DataDir, Json, Quiet, data_dir_or_none
-from mome_edge.config import MODEL_KINDS, ModelConfig, TrainConfig
+from mome_edge.config import ModelConfig, TrainConfig
+from mome_edge.contract import MODEL_KINDS
 from mome_edge.errors import ConfigError
 
 _defaults_model, _defaults_train = ModelConfig(), TrainConfig()

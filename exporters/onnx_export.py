@@ -362,7 +362,7 @@ def write_ort_format(onnx_path: str | Path, *, keep_bitset: bool = True) -> OrtF
 
 
 def weight_source(loaded: Any) -> dict[str, StoredTensor]:
-    """The fp16/int8 tensors of a LoadedArtifact (mome_edge.artifact.io) as StoredTensors, so the
+    """The fp16/int8 tensors of a LoadedArtifact (mome_edge.artifact.reader) as StoredTensors, so the
     ONNX file keeps the artifact's storage precision (fp32 tensors come from the model).
     Union-layout base weights come back dense (`stored_dense`); the graph builder stores
     them in union layout again, from the masks."""
@@ -387,7 +387,7 @@ def export_artifact(
     Returns the report as a JSON-ready dict (ExportReport.to_json plus paths and file sizes).
     Raises ArtifactError / ConfigError / ParityError (see export_onnx).
     """
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
 
     artifact, output = Path(artifact), Path(output)
     if output.suffix.lower() != ".onnx":

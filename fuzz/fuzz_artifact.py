@@ -43,7 +43,7 @@ except ImportError:  # the fallback loop below needs nothing else
 
 if atheris is not None:
     with atheris.instrument_imports():
-        import mome_edge.artifact.io  # noqa: F401  (instrumented: coverage guides the fuzzer)
+        import mome_edge.artifact.reader  # noqa: F401  (instrumented: coverage guides the fuzzer)
         import mome_edge.artifact.masks  # noqa: F401
         import mome_edge.artifact.compiled  # noqa: F401
 
@@ -95,13 +95,13 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - atheris' name
 
 def make_corpus(folder: Path, target: str) -> None:
     """Valid seed files: the crafted MoME (every mask encoding, padding bits) at fp32/fp16/int8."""
-    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.artifact.writer import artifact_bytes
 
     folder.mkdir(parents=True, exist_ok=True)
     for weights in ("fp32", "fp16", "int8"):
         data = artifact_bytes(crafted_model(), weights=weights)
         if target == "onnx":
-            from mome_edge.artifact.io import parse_artifact
+            from mome_edge.artifact.reader import parse_artifact
             from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
             loaded = parse_artifact(data)
@@ -164,7 +164,7 @@ def main() -> None:
     folders = [Path(a) for a in rest if not a.startswith("-") and Path(a).is_dir()]
     seeds = [p.read_bytes() for folder in folders for p in sorted(folder.iterdir()) if p.is_file()]
     if not seeds:
-        from mome_edge.artifact.io import artifact_bytes
+        from mome_edge.artifact.writer import artifact_bytes
 
         seeds = [artifact_bytes(crafted_model(), weights=w) for w in ("fp32", "int8")]
         if TARGET == "onnx":

@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
+from mome_edge.contract import MODEL_KINDS
 from mome_edge.errors import ConfigError
 
 CONFIG_SCHEMA_VERSION = 1
-MODEL_KINDS = ("mome", "mmoe", "ple", "shared-bottom", "single-task")
 NORM_KINDS = ("batch", "none")
 
 

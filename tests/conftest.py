@@ -98,7 +98,7 @@ def tiny_run(tmp_path_factory, tiny_splits, tiny_dataset_ref, tiny_model_config,
 @pytest.fixture(scope="session")
 def tiny_artifact(tmp_path_factory, tiny_run):
     """(kind, weights) -> artifact file compiled from `tiny_run(kind)` (once per session)."""
-    from mome_edge.artifact.io import write_artifact
+    from mome_edge.artifact.writer import write_artifact
     from mome_edge.compile.compiler import compile_run
 
     root = tmp_path_factory.mktemp("compile-artifacts")

@@ -19,18 +19,10 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from compiled_factory import KINDS, make_compiled, sample_inputs
-from mome_edge.artifact.io import (
-    FORMAT_VERSION,
-    HEADER_CAP,
-    METADATA_KEY,
-    _canonical,
-    _sha256_text,
-    artifact_bytes,
-    parse_artifact,
-    quantize_model,
-    read_artifact,
-    write_artifact,
-)
+from mome_edge.artifact.format import FORMAT_VERSION, HEADER_CAP, METADATA_KEY
+from mome_edge.artifact.canonical import canonical_json as _canonical, sha256_text as _sha256_text
+from mome_edge.artifact.writer import artifact_bytes, quantize_model, write_artifact
+from mome_edge.artifact.reader import parse_artifact, read_artifact
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, reference_forward
 from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
 from mome_edge.errors import ArtifactError, ConfigError
@@ -355,7 +347,7 @@ def test_an_interrupted_overwrite_keeps_the_old_file(tmp_path: Path, monkeypatch
 # --- the device side needs no torch ---------------------------------------------------------------
 TORCH_FREE_SCRIPT = """
 import sys
-from mome_edge.artifact.io import read_artifact
+from mome_edge.artifact.reader import read_artifact
 from mome_edge.artifact.compiled import reference_forward
 from mome_edge.artifact.describe import describe_artifact
 from mome_edge.runtime.predict import predict_artifact

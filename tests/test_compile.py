@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from mome_edge.artifact.io import parse_artifact, artifact_bytes, quantize_model
+from mome_edge.artifact.reader import parse_artifact
+from mome_edge.artifact.writer import artifact_bytes, quantize_model
 from mome_edge.compile.compiler import FP32_PARITY_TOLERANCE, compile_model, compile_run, compile_to_file
 from mome_edge.config import MODEL_KINDS, ModelConfig
 from mome_edge.errors import ConfigError

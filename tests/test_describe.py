@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from compiled_factory import KINDS, make_compiled
-from mome_edge.artifact.io import COMPONENTS, parse_artifact, read_artifact, write_artifact
+from mome_edge.artifact.format import COMPONENTS
+from mome_edge.artifact.reader import parse_artifact, read_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.describe import dense_mmoe_bytes, describe_artifact, plot_artifact
 from mome_edge.errors import ConfigError
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from compiled_factory import make_compiled, make_spec
-from mome_edge.artifact.io import read_artifact, write_artifact
+from mome_edge.artifact.reader import read_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.errors import DataError
 from mome_edge.runtime.predict import evaluate_artifact, predict_artifact, read_csv_columns, reference_predict
 

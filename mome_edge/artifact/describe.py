@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from mome_edge.artifact.io import LoadedArtifact, read_artifact
+from mome_edge.artifact.reader import LoadedArtifact, read_artifact
 from mome_edge.errors import ConfigError
 from mome_edge.artifact.masks import densities, jaccard_matrix, to_bitarray
 

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from mome_edge.artifact.io import artifact_bytes, check_compiled_model, parse_artifact, quantize_model
+from mome_edge.artifact.writer import artifact_bytes, quantize_model
+from mome_edge.artifact.schema import check_compiled_model
+from mome_edge.artifact.reader import parse_artifact
 from mome_edge.atomic import atomic_write_bytes
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.config import config_to_json

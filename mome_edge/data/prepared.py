@@ -54,12 +54,12 @@ import numpy as np
 
 from mome_edge.data.types import MultiTaskData
 from mome_edge.encoding import FeatureSpec
+from mome_edge.contract import SPLITS
 from mome_edge.errors import ConfigError, DataError
 
 FORMAT = "mome-edge-prepared"
 FORMAT_VERSION = 1
 MANIFEST = "prepared.json"
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
 DEFAULT_SHUFFLE_BUFFER = 131_072  # rows; about 50 MB at the AliExpress width (16 + 63 + 2 columns)
 _PREFETCH_BLOCKS = 2
 _EMIT_ROWS = 8_192

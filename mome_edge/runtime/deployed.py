@@ -39,7 +39,7 @@ def load_predictor(path: str | Path, *, runtime: str = "onnx", threads: int | No
         raise ConfigError(f"{path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
     if runtime == "numpy":
         return Predictor(path, threads=threads)
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
     from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
     loaded = read_artifact(path)

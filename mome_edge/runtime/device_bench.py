@@ -163,7 +163,7 @@ def measure(path: str, *, batches: list[int], threads: list[int], runs: int, war
     rows = []
     if path.lower().endswith(".mome"):
         # the numpy runtime's code belongs to the bare process, as onnxruntime's does
-        import mome_edge.artifact.io  # noqa: F401
+        import mome_edge.artifact.reader  # noqa: F401
         import mome_edge.runtime  # noqa: F401
     baseline = current_rss_mb()
     for t in threads:

@@ -30,11 +30,11 @@ import numpy as np
 from mome_edge.atomic import atomic_file
 from mome_edge.artifact.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
+from mome_edge.contract import SPLITS
 from mome_edge.errors import ConfigError, DataError
 
 PREDICT_BATCH = 8192  # rows per reference_forward call: bounds the (E, B, width) activations
 CSV_CHUNK_ROWS = 65_536  # raw rows parsed and encoded at a time: bounds memory for any file size
-SPLITS = ("train", "validation", "test")
 
 
 def reference_predict(model: CompiledModel, categorical: np.ndarray, numerical: np.ndarray, *, batch_size: int = PREDICT_BATCH) -> np.ndarray:
@@ -179,7 +179,7 @@ def predict_artifact(
         ArtifactError: the artifact is unreadable.
         DataError: bad input rows, or a data set that does not encode like the artifact.
     """
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")
@@ -224,7 +224,7 @@ def predict_to_csv(
         ArtifactError, DataError: as `predict_artifact`.
         MomeError: the output folder is not writable.
     """
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")
@@ -314,7 +314,7 @@ def evaluate_artifact(path: str | Path, *, dataset: str, split: str = "test", da
     Raises:
         ArtifactError, DataError: as `predict_artifact`.
     """
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
     from mome_edge.train.evaluation import EvaluationReport
     from mome_edge.metrics import task_metrics
 

@@ -63,7 +63,7 @@ class Predictor:
         if suffix in ONNX_SUFFIXES:
             self._onnx(self.path)
         elif suffix == ARTIFACT_SUFFIX:
-            from mome_edge.artifact.io import read_artifact  # numpy + safetensors + bitarray
+            from mome_edge.artifact.reader import read_artifact  # numpy + safetensors + bitarray
 
             loaded = read_artifact(self.path)
             self._numpy(loaded.model)

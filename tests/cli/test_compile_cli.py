@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mome_edge.artifact.io import read_artifact
+from mome_edge.artifact.reader import read_artifact
 from mome_edge.compile.compiler import FP32_PARITY_TOLERANCE
 from cli_helpers import invoke
 

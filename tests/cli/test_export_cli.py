@@ -10,7 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from mome_edge.artifact.io import write_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.exporters.onnx_export import PARITY_ATOL_FP32
 from cli_helpers import invoke as _invoke
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mome_edge.artifact.io import read_artifact
+from mome_edge.artifact.reader import read_artifact
 from mome_edge.runtime.predict import reference_predict
 from test_compile_cli import assert_one_error_line, invoke
 

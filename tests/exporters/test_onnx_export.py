@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
-from mome_edge.artifact.io import read_artifact, write_artifact
+from mome_edge.artifact.reader import read_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.compiled import reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ConfigError, ParityError

@@ -791,7 +791,7 @@ def _float_arrays(model: Any) -> list[np.ndarray]:
 
 def _timed_parse(data: bytes, trace_memory: bool) -> tuple[Any, BaseException | None, float, int]:
     """(loaded or None, the exception or None, seconds, peak bytes allocated while parsing)."""
-    from mome_edge.artifact.io import parse_artifact
+    from mome_edge.artifact.reader import parse_artifact
 
     started_here = trace_memory and not tracemalloc.is_tracing()
     if started_here:
@@ -946,7 +946,7 @@ def mask_bomb(width: int = 6_000, weights: str = "fp32") -> bytes:
     from bitarray import bitarray
     from bitarray.util import sc_encode
 
-    from mome_edge.artifact.io import artifact_bytes
+    from mome_edge.artifact.writer import artifact_bytes
     from mome_edge.artifact.compiled import ExpertLayer
 
     model = crafted_model()

@@ -268,7 +268,7 @@ def test_a_failed_overwrite_keeps_the_old_output(ws, tmp_path: Path) -> None:
     # exactly as it was, and no temp file behind.
     out = tmp_path / "preds.csv"
     out.write_text("old predictions\n", encoding="utf-8")
-    from mome_edge.artifact.io import read_artifact
+    from mome_edge.artifact.reader import read_artifact
 
     spec = read_artifact(ws["root"] / "model.mome").model.spec
     names = [*spec.field_names, *spec.numerical_names]

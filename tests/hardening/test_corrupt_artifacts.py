@@ -32,7 +32,8 @@ from mutants import (
     random_mutants,
     resign,
 )
-from mome_edge.artifact.io import artifact_bytes, parse_artifact
+from mome_edge.artifact.writer import artifact_bytes
+from mome_edge.artifact.reader import parse_artifact
 
 SEED = 20_251_128
 PER_CLASS = 16  # random mutants per class and base: 22 classes x 6 bases x 16 = 2,112

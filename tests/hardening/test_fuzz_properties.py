@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mutants import ArtifactParts, _json_paths, _layout, check_mutant, crafted_model, resign
-from mome_edge.artifact.io import artifact_bytes
+from mome_edge.artifact.writer import artifact_bytes
 
 EXAMPLES = 300
 ROOT = Path(__file__).resolve().parents[2]
@@ -139,7 +139,7 @@ print(json.dumps({"counts": counts, "failures": failures}))
 @pytest.mark.slow
 @pytest.mark.parametrize("experts", ["bitset", "dense"])
 def test_corrupted_onnx_files_give_one_clear_error_and_never_kill_the_caller(experts: str, tmp_path: Path) -> None:
-    from mome_edge.artifact.io import parse_artifact
+    from mome_edge.artifact.reader import parse_artifact
     from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
     loaded = parse_artifact(artifact_bytes(crafted_model(), weights="int8"))

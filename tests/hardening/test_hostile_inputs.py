@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 
 from mutants import crafted_model, hostile_ids
-from mome_edge.artifact.io import read_artifact, write_artifact
+from mome_edge.artifact.reader import read_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.compiled import reference_forward
 from mome_edge.errors import DataError
 from mome_edge.runtime import Predictor

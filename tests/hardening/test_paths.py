@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import invoke, snapshot
-from mome_edge.artifact.io import read_artifact
+from mome_edge.artifact.reader import read_artifact
 
 USAGE_EXIT = 2
 

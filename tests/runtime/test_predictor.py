@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from onnx import TensorProto, helper
 
-from mome_edge.artifact.io import write_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.compiled import reference_forward
 from mome_edge.errors import ArtifactError, ConfigError, DataError
 from mome_edge.exporters.onnx_export import export_onnx, save_onnx
