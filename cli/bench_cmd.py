@@ -24,6 +24,10 @@ def bench(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write p50 latency vs batch as a PNG."),
 ) -> None:
     """Measure each model in a fresh subprocess (peak memory per model) and compare them."""
+    from mome_edge.extras import require_training_side
+
+    if plot is not None:
+        require_training_side("--plot")
     from mome_edge.runtime.bench import BenchConfig, bench as run_bench, plot_bench
 
     config = BenchConfig(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
@@ -14,25 +13,6 @@ from mome_edge.errors import ConfigError
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
-
-
-def check_out_folder(out: Path, *, resume: bool = True) -> None:
-    """ConfigError unless the output folder `out` can be created (or reused) for --out.
-
-    Checked before any data is read, so that a bad --out fails at once with one line. With
-    resume=False a folder that already holds a training run is refused too.
-    """
-    from mome_edge.runs import RUN_FILE
-
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder path (the folder is created)")
-    ancestor = out.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"--out {out}: {ancestor} is a file, so the folder cannot be created there; choose another --out folder")
-    if not resume and (out / RUN_FILE).exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out folder")
 
 
 def parse_sizes(text: str, flag: str, *, allow_empty: bool = False) -> tuple[int, ...]:

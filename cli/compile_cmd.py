@@ -24,6 +24,9 @@ def compile_command(
     Reads the run's test split (--data-dir for real data sets) to check the compiled model
     against the trained one and to report the test AUC change of fp16/int8 storage.
     """
+    from mome_edge.extras import require_training_side
+
+    require_training_side("compile")
     from mome_edge.artifact.quantise import check_weights
     from mome_edge.compile.compiler import compile_to_file
     from mome_edge.errors import ConfigError

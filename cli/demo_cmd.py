@@ -20,13 +20,16 @@ def demo(
     quiet: bool = Quiet,
 ) -> None:
     """Train MoME and MMoE on census-income (if found) or synthetic data and compare them."""
+    from mome_edge.extras import require_training_side
+
+    require_training_side("demo")
     from mome_edge.demo import render_demo, run_demo
     from mome_edge.errors import ConfigError
 
     if epochs is not None and epochs < 1:  # before the demo prints anything
         raise ConfigError(f"--epochs {epochs} is not allowed; use an integer >= 1 (or leave it out for the default budget)")
     if out is not None:
-        from mome_edge.cli.common import check_out_folder
+        from mome_edge.runs import check_out_folder
 
         check_out_folder(out)
 

@@ -27,7 +27,11 @@ def evaluate(
     data_dir: Optional[Path] = DataDir,
 ) -> None:
     """Evaluate a trained run, or a compiled/exported model, on a split of a data set."""
-    from mome_edge.train.evaluation import EvaluationReport, evaluate_run, write_predictions_csv
+    from mome_edge.extras import require_training_side
+
+    # a run folder needs torch; a model file only the data-set readers and the metrics
+    require_training_side("reading a data set" if target.is_file() else "evaluate")
+    from mome_edge.train.evaluation import evaluate_model_file, evaluate_run
 
     if split not in SPLITS:
         raise ConfigError(f"--split {split!r} is unknown; use one of {', '.join(SPLITS)}")
@@ -46,16 +50,8 @@ def evaluate(
             raise ConfigError(f"{target} is neither a run folder nor a model file; pass a run folder or a .mome/.onnx/.ort file")
         if dataset is None:
             raise ConfigError(f"evaluating the model file {target} needs --dataset NAME (the data set it was trained on)")
-        from mome_edge.runtime.deployed import predict_deployed
-        from mome_edge.metrics import task_metrics
-
-        suffix_runtime = "onnx" if target.suffix.lower() in (".onnx", ".ort") else runtime
-        result = predict_deployed(target, runtime=suffix_runtime, dataset=dataset, split=split,
-                                  data_dir=data_dir_or_none(data_dir), progress=not json_output)
-        if predictions is not None:
-            write_predictions_csv(predictions, result.probs, result.tasks)
-        report = EvaluationReport(model_kind=target.name, split=split, rows=len(result.probs),
-                                  metrics=task_metrics(result.labels, result.probs, result.tasks))
+        report = evaluate_model_file(target, dataset=dataset, split=split, runtime=runtime, data_dir=data_dir_or_none(data_dir),
+                                     predictions_path=predictions, progress=not json_output)
     else:
         if dataset is not None:
             raise ConfigError("--dataset applies to model files only; a run folder is evaluated on its own data set")

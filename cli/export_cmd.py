@@ -24,6 +24,9 @@ def export(
     json_output: bool = Json,
 ) -> None:
     """Export a compiled artifact to ONNX, checked, simplified and validated."""
+    from mome_edge.extras import require_training_side
+
+    require_training_side("export")
     if experts not in EXPERT_CHOICES:
         raise ConfigError(f"--experts {experts!r} is unknown; use {' or '.join(EXPERT_CHOICES)}")
     if model.suffix.lower() != ".mome":

@@ -18,6 +18,10 @@ def inspect_command(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of per-layer mask density and expert overlap."),
 ) -> None:
     """Bytes by component, neurons kept, mask densities and overlap, bits per expert weight."""
+    from mome_edge.extras import require_training_side
+
+    if plot is not None:
+        require_training_side("--plot")
     from mome_edge.artifact.describe import describe_artifact, plot_artifact
     from mome_edge.runtime.predict import refuse_overwriting_inputs
 

@@ -25,9 +25,12 @@ def prepare(
     quiet: bool = Quiet,
 ) -> None:
     """Read a data set in chunks, fit vocabularies and statistics on its training rows, write encoded shards."""
+    from mome_edge.extras import require_training_side
+
+    require_training_side("prepare")
     if (dataset is None) == (spec is None):
         raise ConfigError("give exactly one of --dataset aliexpress or --spec FILE.toml")
-    from mome_edge.cli.common import check_out_folder
+    from mome_edge.runs import check_out_folder
     from mome_edge.data.streaming import prepare_dataset, stream_source
 
     check_out_folder(out)  # --out under a file fails before any data is read

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mome_edge.cli.common import check_out_folder, metrics_table, parse_sizes, print_json, stderr, stdout
+from mome_edge.cli.common import metrics_table, parse_sizes, print_json, stderr, stdout
 from mome_edge.cli.options import DataDir, Json, Quiet, data_dir_or_none
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.contract import MODEL_KINDS
@@ -59,16 +56,12 @@ def train(
     quiet: bool = Quiet,
 ) -> None:
     """Train a multi-task model; the run folder feeds `evaluate` and `compile`."""
-    from mome_edge.runs import PREPARED, DatasetRef
+    from mome_edge.extras import require_training_side
+    from mome_edge.runs import DatasetRef
 
+    require_training_side("train")
     if sum(x is not None for x in (dataset, spec, prepared)) != 1:
         raise ConfigError("give exactly one of --dataset NAME, --spec FILE.toml or --prepared DIR")
-    if nproc < 1:
-        raise ConfigError(f"--nproc {nproc} must be >= 1")
-    if stop_after_epoch is not None and stop_after_epoch < 1:
-        raise ConfigError(f"--stop-after-epoch {stop_after_epoch} must be >= 1")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads {threads} must be >= 1")
     model_config = ModelConfig(
         kind=model, embedding_dim=embedding_dim, hidden=parse_sizes(hidden, "--hidden"),
         experts=experts, tower_hidden=parse_sizes(tower_hidden, "--tower-hidden", allow_empty=True), norm=norm,
@@ -79,44 +72,31 @@ def train(
         epochs=epochs, neuron_epochs=neuron_epochs, harden_epochs=harden_epochs, batch_size=batch_size, lr=lr,
         gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
     )
-    train_config.expert_epochs(model_config.kind)
-    check_out_folder(out, resume=resume)  # before loading any data: a bad --out fails at once
     if prepared is not None:
-        if not (prepared / "prepared.json").is_file():
-            raise ConfigError(f"--prepared {prepared} holds no prepared.json; run `mome-edge prepare ... --out {prepared}` first")
-        ref = DatasetRef(name=PREPARED, data_dir=str(prepared.resolve()), seed=split_seed)
+        ref = DatasetRef.prepared(prepared, seed=split_seed)
     else:
         ref = DatasetRef(
             name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
             seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
         )
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
-        # the checks that need no data loading have run: their errors are one line here, not N tracebacks
-        if prepared is not None:
-            from mome_edge.data.prepared import PreparedDataset
+    from mome_edge.cli.main import INVOCATION_ARGS
+    from mome_edge.train.launch import TrainJob, run_training_job
 
-            # raises DataError when some rank would get no training row group (reads prepared.json only)
-            PreparedDataset(prepared).rows_per_rank("train", world_size=nproc)
-        raise typer.Exit(relaunch_with_torchrun(nproc))
-    if threads is not None:  # in the ranks, not in the launcher (which imports no torch)
-        import torch
-
-        torch.set_num_threads(threads)
-    from mome_edge.train.loop import train as run_training
-
-    data = ref.open()
-    if not quiet:
-        stderr.print(f"[dim]{ref.describe()}: {data.train_rows()} training rows, tasks {', '.join(data.spec.tasks)}[/dim]")
-    result = run_training(
-        run_dir=out, data=data, model_config=model_config, train_config=train_config, dataset=ref, resume=resume,
-        progress=not quiet, stop_after_epoch=stop_after_epoch,
-    )
-    if os.environ.get("RANK", "0") != "0":
+    job = TrainJob(out=out, dataset=ref, model_config=model_config, train_config=train_config, resume=resume,
+                   stop_after_epoch=stop_after_epoch, threads=threads, nproc=nproc, progress=not quiet)
+    outcome = run_training_job(job, invocation_args=INVOCATION_ARGS, log=lambda line: None if quiet else stderr.print(f"[dim]{line}[/dim]"))
+    if outcome.launched_exit_code is not None:
+        raise typer.Exit(outcome.launched_exit_code)
+    if not outcome.is_reporting_rank:
         return  # under torchrun only rank 0 reports
+    render_summary(out, model, outcome.summary, outcome.tasks, json_output=json_output)
+
+
+def render_summary(out: Path, model: str, summary: dict, tasks: tuple[str, ...], *, json_output: bool) -> None:
+    """The run's result: one JSON object, or tables of metrics (or of epochs, for a stopped run)."""
     if json_output:
-        print_json(result.summary)
+        print_json(summary)
         return
-    summary = result.summary
     if "stopped_after_epoch" in summary:
         stdout.print(epochs_table(f"run {out}: stopped after epoch {summary['stopped_after_epoch']}", summary["history"]))
         stdout.print("continue with the same command plus --resume, without --stop-after-epoch (or with a larger N)")
@@ -124,7 +104,7 @@ def train(
     rows = [(f"{model} (validation)", summary["validation"]), (f"{model} (test)", summary["test"])]
     if "before_hardening" in summary:
         rows.insert(1, (f"{model} before hardening (test)", summary["before_hardening"]["test"]))
-    stdout.print(metrics_table(f"run {out}", rows, data.spec.tasks))
+    stdout.print(metrics_table(f"run {out}", rows, tasks))
     stdout.print(f"parameters: {summary['parameters']:,}   median seconds/epoch: {summary['seconds_per_epoch']:.2f}")
 
 
@@ -142,23 +122,3 @@ def epochs_table(title: str, history: list[dict]):
         rss = f"{r['peak_rss_mb']:,.0f}" if "peak_rss_mb" in r else "-"
         table.add_row(str(r["epoch"]), r["phase"], f"{r['seconds']:.1f}", rate, rss, *aucs)
     return table
-
-
-def relaunch_with_torchrun(nproc: int) -> int:
-    """Run this same `train` command under torchrun with N local processes; its exit code."""
-    from mome_edge.cli.main import INVOCATION_ARGS
-
-    args, skip = [], False
-    for arg in INVOCATION_ARGS:
-        if skip:
-            skip = False
-            continue
-        if arg == "--nproc":
-            skip = True
-            continue
-        if arg.startswith("--nproc="):
-            continue
-        args.append(arg)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "-m", "mome_edge.cli", *args]
-    stderr.print(f"[dim]launching: {' '.join(command[1:])}[/dim]")
-    return subprocess.call(command)

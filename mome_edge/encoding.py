@@ -184,10 +184,31 @@ class FeatureSpec:
         return cat, num
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """Encode a list of dict rows; a missing key counts as a missing value."""
+        """Encode a list of dict rows; a missing key counts as a missing value.
+
+        Raises:
+            DataError: a row has a key that is neither a feature nor a label column. A
+                misspelled feature name would otherwise be read as a missing value, silently.
+        """
         names = (*self.field_names, *self.numerical_names)
+        known = set(names) | self.label_columns()
+        for i, row in enumerate(rows):
+            unknown = [key for key in row if key not in known]
+            if unknown:
+                raise DataError(
+                    f"row {i} has keys the model does not read: {sorted(map(str, unknown))[:5]}; "
+                    f"use the feature names {list(names)[:20]}{' ...' if len(names) > 20 else ''} (a key left out counts as missing)"
+                )
         columns = {n: [row.get(n) for row in rows] for n in names}
         return self.encode_columns(columns)
+
+    def label_columns(self) -> set[str]:
+        """The raw columns the task labels are read from (rows may carry them; they are ignored)."""
+        columns: set[str] = set()
+        for source in self.label_sources.values():
+            if isinstance(source, Mapping):
+                columns.update(str(c) for c in ([source["column"]] if "column" in source else source.get("columns", [])))
+        return columns
 
     def to_json(self) -> dict:
         return {

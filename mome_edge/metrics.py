@@ -6,13 +6,14 @@ import math
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 PROB_EPS = 1e-7
 
 
 def task_metrics(labels: np.ndarray, probs: np.ndarray, tasks: Sequence[str]) -> dict[str, dict[str, float | None]]:
     """{task: {"auc": float | None, "logloss": float}}; AUC is None when a split has one class."""
+    from sklearn.metrics import roc_auc_score  # the training side; lazy so the device CLI loads without it
+
     out: dict[str, dict[str, float | None]] = {}
     for i, task in enumerate(tasks):
         y, p = labels[:, i].astype(np.float64), np.clip(probs[:, i].astype(np.float64), PROB_EPS, 1 - PROB_EPS)

@@ -17,7 +17,7 @@ from typing import Any
 from mome_edge.data.types import DataSplits
 from mome_edge.config import ModelConfig, TrainConfig, config_from_json, config_to_json
 from mome_edge.encoding import FeatureSpec
-from mome_edge.errors import ArtifactError
+from mome_edge.errors import ArtifactError, ConfigError
 
 RUN_FORMAT = "mome-edge-run"
 RUN_VERSION = 1
@@ -40,6 +40,13 @@ class DatasetRef:
     task_group: str = "income-marital"
     max_rows: int | None = None
     synthetic_rows: int | None = None
+
+    @classmethod
+    def prepared(cls, folder: Path, *, seed: int = 0) -> "DatasetRef":
+        """Shards written by `mome-edge prepare` into `folder` (checked to hold a prepared.json)."""
+        if not (Path(folder) / "prepared.json").is_file():
+            raise ConfigError(f"--prepared {folder} holds no prepared.json; run `mome-edge prepare ... --out {folder}` first")
+        return cls(name=PREPARED, data_dir=str(Path(folder).resolve()), seed=seed)
 
     @property
     def is_prepared(self) -> bool:
@@ -120,3 +127,20 @@ def checkpoint_paths(run_dir: str | Path) -> list[Path]:
     """Checkpoints, oldest first."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     return sorted(folder.glob("epoch-*.safetensors")) if folder.is_dir() else []
+
+
+def check_out_folder(out: Path, *, resume: bool = True) -> None:
+    """ConfigError unless the output folder `out` can be created (or reused) for --out.
+
+    Checked before any data is read, so that a bad --out fails at once with one line. With
+    resume=False a folder that already holds a training run is refused too.
+    """
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder path (the folder is created)")
+    ancestor = out.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {out}: {ancestor} is a file, so the folder cannot be created there; choose another --out folder")
+    if not resume and (out / RUN_FILE).exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out folder")

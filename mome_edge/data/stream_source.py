@@ -38,12 +38,12 @@ import numpy as np
 
 from mome_edge.data import aliexpress
 from mome_edge.data.paths import resolve_data_dir
-from mome_edge.data.user_spec import TaskSource, read_user_spec
+from mome_edge.data.user_spec import SUFFIXES, TaskSource, read_user_spec
 from mome_edge.encoding import MISSING_TOKENS, normalise_token, parse_number
 from mome_edge.errors import ConfigError, DataError
 
 LAYOUTS: tuple[str, ...] = ("aliexpress", "spec")
-SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
+
 # role of a file: "train" rows are split into train/validation, "test" rows are all test,
 # "all" rows are split into train/validation/test
 ROLES: tuple[str, ...] = ("train", "test", "all")
@@ -72,6 +72,8 @@ class SourceFile:
 
     path: Path
     role: str
+    file_format: str | None = None  # csv or parquet; None = by the file name
+    separator: str = ","  # CSV only
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -79,6 +81,8 @@ class SourceFile:
 
     @property
     def is_parquet(self) -> bool:
+        if self.file_format is not None:
+            return self.file_format == "parquet"
         return self.path.name.lower().endswith(".parquet")
 
 
@@ -205,16 +209,13 @@ def stream_source(
     if (name is None) == (spec_path is None):
         raise ConfigError("give exactly one of a data set name (aliexpress) or a spec path (a TOML data spec)")
     if spec_path is not None:
-        spec = read_user_spec(spec_path)
-        suffix_ok = spec.path.name.lower().endswith(SUFFIXES)
-        if not suffix_ok:
-            raise DataError(f"data file {str(spec.path)!r} has an unsupported extension; use one of {list(SUFFIXES)}")
+        spec = read_user_spec(spec_path)  # checks the file's format (by name or [data] format)
         if not spec.path.is_file():
             raise DataError(f"data file {str(spec.path)!r} does not exist; fix [data] path (it is relative to the spec file)")
         return StreamSource(
             dataset=spec.name,
             layout="spec",
-            files=(SourceFile(path=spec.path, role="all"),),
+            files=(SourceFile(path=spec.path, role="all", file_format=spec.file_format, separator=spec.separator),),
             categorical=spec.categorical,
             numerical=spec.numerical,
             tasks=tuple(t.name for t in spec.tasks),
@@ -295,7 +296,7 @@ def file_columns(source: StreamSource, file: SourceFile) -> dict[str, str]:
 
             names = list(pq.read_schema(path).names)
         else:
-            names = _csv_header(path)
+            names = _csv_header(path, file.separator)
     except DataError:
         raise
     except Exception as exc:  # pyarrow, gzip and csv raise many kinds on a corrupt file
@@ -340,7 +341,7 @@ def iter_raw_chunks(
     batches = (
         _parquet_batches(file.path, columns, chunk_rows, on_progress)
         if file.is_parquet
-        else _csv_batches(file.path, columns, kinds, chunk_rows, on_progress)
+        else _csv_batches(file.path, columns, kinds, chunk_rows, on_progress, separator=file.separator)
     )
     start = 0
     for batch in batches:
@@ -355,10 +356,10 @@ def iter_raw_chunks(
 # --- reading --------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path) -> list[str]:
+def _csv_header(path: Path, separator: str = ",") -> list[str]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as handle:  # type: ignore[operator]
-        header = next(csv.reader(handle), None)
+        header = next(csv.reader(handle, delimiter=separator), None)
     if not header:
         raise DataError(f"data file {str(path)!r} is empty; it needs a header row and data rows")
     return header
@@ -408,6 +409,8 @@ def _csv_batches(
     kinds: Mapping[str, str],
     chunk_rows: int,
     on_progress: Callable[[int, int], None] | None,
+    *,
+    separator: str = ",",
 ) -> Iterator[Any]:
     """RecordBatches (columns named as in the file) of a CSV file; restarts once in text mode (see module doc)."""
     import pyarrow as pa
@@ -431,6 +434,7 @@ def _csv_batches(
             reader = pa_csv.open_csv(
                 stream,
                 read_options=pa_csv.ReadOptions(block_size=block),
+                parse_options=pa_csv.ParseOptions(delimiter=separator),
                 convert_options=pa_csv.ConvertOptions(
                     include_columns=list(dict.fromkeys(columns.values())),
                     column_types=types,

@@ -5,6 +5,8 @@ Example::
     [data]
     path = "rows.csv"              # relative to the spec file; .csv, .csv.gz or .parquet
     name = "my-data"               # optional; default: the spec file's stem
+    format = "csv"                 # optional; needed for other names (.data, .txt, .tsv): csv or parquet
+    separator = "\t"               # optional; CSV only, one character (default ",")
     [features]
     categorical = ["workclass"]
     numerical = ["age"]
@@ -45,9 +47,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 SUFFIXES: tuple[str, ...] = (".csv", ".csv.gz", ".parquet")
+FILE_FORMATS: tuple[str, ...] = ("csv", "parquet")
 _KEYS: dict[str, frozenset[str]] = {
     "": frozenset({"data", "features", "tasks", "split"}),
-    "data": frozenset({"path", "name"}),
+    "data": frozenset({"path", "name", "format", "separator"}),
     "features": frozenset({"categorical", "numerical"}),
     "task": frozenset({"column", "positive", "threshold"}),
     "split": frozenset({"validation", "test", "seed"}),
@@ -89,8 +92,12 @@ class UserDataSpec:
     tasks: tuple[TaskSource, ...]
     split: SplitFractions = SplitFractions()
     seed: int | None = None
+    file_format: str = "csv"  # csv (optionally gzip-compressed, by a .gz name) or parquet
+    separator: str = ","
 
     def __post_init__(self) -> None:
+        if self.file_format not in FILE_FORMATS:
+            raise DataError(f"[data] format {self.file_format!r} is unknown; use one of {list(FILE_FORMATS)}")
         if not self.tasks:
             raise DataError("the spec defines no task; add a [tasks.<name>] table with column and positive/threshold")
         if not (self.categorical or self.numerical):
@@ -172,6 +179,7 @@ def read_user_spec(spec_path: str | Path) -> UserDataSpec:
     name = data.get("name", spec_path.stem)
     if not isinstance(name, str) or not name.strip():
         raise DataError("[data] name must be a non-empty string")
+    file_format, separator = _file_format(data, path)
     return UserDataSpec(
         name=name.strip(),
         path=path,
@@ -180,24 +188,44 @@ def read_user_spec(spec_path: str | Path) -> UserDataSpec:
         tasks=tuple(tasks),
         split=SplitFractions(validation=split.get("validation", 0.2), test=split.get("test", 0.2)),
         seed=seed,
+        file_format=file_format,
+        separator=separator,
     )
+
+
+def _file_format(data: Mapping[str, Any], path: Path) -> tuple[str, str]:
+    """(format, separator) from [data] format/separator, or from the file name (.csv, .csv.gz, .parquet)."""
+    given = data.get("format")
+    if given is not None and given not in FILE_FORMATS:
+        raise DataError(f"[data] format {given!r} is unknown; use one of {list(FILE_FORMATS)}")
+    named = "parquet" if path.name.lower().endswith(".parquet") else "csv" if path.name.lower().endswith((".csv", ".csv.gz")) else None
+    file_format = given or named
+    if file_format is None:
+        raise DataError(
+            f"data file {str(path)!r} has an unsupported extension; name it {' / '.join(SUFFIXES)}, or say what it holds "
+            "in [data]: format = \"csv\" (and separator = \"\\t\" for tab-separated values)"
+        )
+    separator = data.get("separator", ",")
+    if not isinstance(separator, str) or len(separator) != 1 or separator in "\"\r\n":
+        raise DataError(f"[data] separator {separator!r} must be one character (not a quote or line break), e.g. separator = \";\"")
+    if file_format == "parquet" and "separator" in data:
+        raise DataError("[data] separator applies to CSV files only; remove it for a Parquet file")
+    return file_format, separator
 
 
 def read_user_rows(spec: UserDataSpec, *, max_rows: int | None = None) -> pd.DataFrame:
     """The columns the spec needs, from its CSV or Parquet file, at most ``max_rows`` rows."""
     path = spec.path
-    if not path.name.lower().endswith(SUFFIXES):
-        raise DataError(f"data file {str(path)!r} has an unsupported extension; use one of {list(SUFFIXES)}")
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist; fix [data] path (it is relative to the spec file)")
-    parquet = path.name.lower().endswith(".parquet")
+    parquet = spec.file_format == "parquet"
     try:
         if parquet:
             import pyarrow.parquet as pq
 
             available = pq.read_schema(path).names
         else:
-            available = list(pd.read_csv(path, nrows=0).columns.str.strip())
+            available = list(pd.read_csv(path, nrows=0, sep=spec.separator).columns.str.strip())
     except Exception as exc:  # pyarrow and pandas raise many kinds on a corrupt file
         raise _unreadable(path, exc) from exc
     missing = [c for c in spec.columns if c not in available]
@@ -217,6 +245,7 @@ def read_user_rows(spec: UserDataSpec, *, max_rows: int | None = None) -> pd.Dat
             frame = pd.read_csv(
                 path,
                 nrows=max_rows,
+                sep=spec.separator,
                 skipinitialspace=True,
                 dtype={c: str for c in text_columns},
             )

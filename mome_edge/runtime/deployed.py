@@ -39,6 +39,9 @@ def load_predictor(path: str | Path, *, runtime: str = "onnx", threads: int | No
         raise ConfigError(f"{path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
     if runtime == "numpy":
         return Predictor(path, threads=threads)
+    from mome_edge.extras import require_training_side
+
+    require_training_side("export")  # exporting in memory needs the onnx package
     from mome_edge.artifact.reader import read_artifact
     from mome_edge.exporters.onnx_export import export_onnx, onnx_bytes, weight_source
 
@@ -88,7 +91,8 @@ def predict_deployed_to_csv(
     Returns:
         mome_edge.runtime.predict.PredictionSummary.
     """
-    from mome_edge.runtime.predict import CSV_CHUNK_ROWS, PredictionSummary, input_chunks, refuse_overwriting_inputs, write_prediction_chunks
+    from mome_edge.predictions_csv import write_prediction_chunks
+    from mome_edge.runtime.predict import CSV_CHUNK_ROWS, PredictionSummary, input_chunks, refuse_overwriting_inputs
 
     if (input_csv is None) == (dataset is None):
         raise DataError("give exactly one of --dataset NAME or --input ROWS.csv")

@@ -17,8 +17,6 @@ the device runtime (`mome_edge.runtime.inputs`), whose online Predictor also ref
 from __future__ import annotations
 
 import csv
-import io
-import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from mome_edge.atomic import atomic_file
+from mome_edge.predictions_csv import write_prediction_chunks
 from mome_edge.artifact.compiled import CompiledModel, reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.contract import SPLITS
@@ -54,20 +52,6 @@ class Predictions:
     tasks: tuple[str, ...]
     source: str
     labels: np.ndarray | None = None  # float32 (N, T) when the rows came from a data set
-
-
-def write_predictions(path: str | Path, probs: np.ndarray, tasks: tuple[str, ...] | list[str]) -> None:
-    """One column per task, one row per input row, in order; written atomically.
-
-    Same format as `mome_edge.train.evaluation.write_predictions_csv`, without importing the
-    metrics stack (scikit-learn) on the device-side path.
-    """
-    from mome_edge.atomic import atomic_write_text
-
-    buffer = io.StringIO()
-    buffer.write(",".join(tasks) + "\n")
-    np.savetxt(buffer, probs, delimiter=",", fmt="%.7g")
-    atomic_write_text(path, buffer.getvalue())
 
 
 def read_csv_columns(path: str | Path) -> dict[str, list[str]]:
@@ -213,7 +197,7 @@ def predict_to_csv(
     data_dir: str | None = None,
     chunk_rows: int = CSV_CHUNK_ROWS,
 ) -> PredictionSummary:
-    """`predict_artifact` streamed into `output` (the `write_predictions` format), chunk by chunk.
+    """`predict_artifact` streamed into `output` (the predictions CSV, mome_edge/predictions_csv.py), chunk by chunk.
 
     Memory stays bounded by `chunk_rows` for raw CSV rows of any length. The output is written
     to a temp file in its folder and renamed at the end: a failure (a bad row late in the
@@ -248,23 +232,6 @@ def input_chunks(
         return encode_csv_chunks(model.spec, input_csv, chunk_rows=chunk_rows), str(input_csv)
     part = load_artifact_split(model, dataset, split=split, data_dir=data_dir)
     return ((part.categorical[i : i + chunk_rows], part.numerical[i : i + chunk_rows]) for i in range(0, len(part), chunk_rows)), f"{dataset} ({split})"
-
-
-def write_prediction_chunks(output: str | Path, tasks: tuple[str, ...] | list[str], probs: Iterator[np.ndarray]) -> int:
-    """Write probability chunks as the `write_predictions` CSV, atomically; the number of rows.
-
-    The first chunk is computed before the output is opened, so that input errors (a missing
-    column, a bad header) leave no trace; a later error removes the temp file, and any
-    existing `output` stays as it was.
-    """
-    first = next(probs, None)
-    rows = 0
-    with atomic_file(output, "w") as handle:
-        handle.write(",".join(tasks) + "\n")
-        for part in itertools.chain([first] if first is not None else [], probs):
-            np.savetxt(handle, part, delimiter=",", fmt="%.7g")
-            rows += len(part)
-    return rows
 
 
 def refuse_overwriting_inputs(output: str | Path, inputs: Mapping[str, str | Path | None]) -> None:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from mome_edge.atomic import atomic_file, atomic_write_text
+from mome_edge.predictions_csv import predictions_writer, write_predictions
 from mome_edge.errors import DataError
 from mome_edge.metrics import task_metrics
 
@@ -21,14 +19,6 @@ class EvaluationReport:
     split: str
     rows: int
     metrics: dict[str, dict[str, float | None]]
-
-
-def write_predictions_csv(path: str | Path, probs: np.ndarray, tasks: list[str] | tuple[str, ...]) -> None:
-    """One column per task, one row per input row, in order; written atomically."""
-    buffer = io.StringIO()
-    buffer.write(",".join(tasks) + "\n")
-    np.savetxt(buffer, probs, delimiter=",", fmt="%.7g")
-    atomic_write_text(path, buffer.getvalue())
 
 
 def evaluate_run(run_dir: str | Path, *, split: str = "test", data_dir: str | None = None, predictions_path: str | Path | None = None) -> EvaluationReport:
@@ -44,7 +34,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", data_dir: str | No
     part = data.get(split)
     probs = predict_proba(model, part)
     if predictions_path is not None:
-        write_predictions_csv(predictions_path, probs, info.feature_spec.tasks)
+        write_predictions(predictions_path, probs, info.feature_spec.tasks)
     return EvaluationReport(
         model_kind=info.model_config.kind, split=split, rows=len(part), metrics=task_metrics(part.labels, probs, part.spec.tasks)
     )
@@ -69,11 +59,31 @@ def _evaluate_prepared(model, info, ref, split, predictions_path, predict) -> Ev
     with contextlib.ExitStack() as stack:
         csv = None
         if predictions_path is not None:
-            csv = stack.enter_context(atomic_file(predictions_path, "w"))
-            csv.write(",".join(dataset.spec.tasks) + "\n")
+            csv = stack.enter_context(predictions_writer(predictions_path, dataset.spec.tasks))
         for cat, num, labels in dataset.iter_split(split, 8192):
             probs = predict(cat, num)
             metrics.update(labels, probs)
             if csv is not None:
-                np.savetxt(csv, probs, delimiter=",", fmt="%.7g")
+                csv.write(probs)
     return EvaluationReport(model_kind=info.model_config.kind, split=split, rows=metrics.rows, metrics=metrics.result())
+
+
+def evaluate_model_file(
+    path: str | Path, *, dataset: str, split: str = "test", runtime: str = "numpy", data_dir: str | None = None,
+    predictions_path: str | Path | None = None, progress: bool = True,
+) -> EvaluationReport:
+    """Metrics of a shipped model file (.mome, .onnx, .ort) on a split of the data set it was trained on.
+
+    .onnx/.ort files always run on ONNX Runtime; a .mome runs on the numpy reference, or
+    exported in memory and run on ONNX Runtime with runtime="onnx". So users measure exactly
+    what they ship.
+    """
+    from mome_edge.runtime.deployed import predict_deployed
+
+    path = Path(path)
+    engine = "onnx" if path.suffix.lower() in (".onnx", ".ort") else runtime
+    result = predict_deployed(path, runtime=engine, dataset=dataset, split=split, data_dir=data_dir, progress=progress)
+    if predictions_path is not None:
+        write_predictions(predictions_path, result.probs, result.tasks)
+    return EvaluationReport(model_kind=path.name, split=split, rows=len(result.probs),
+                            metrics=task_metrics(result.labels, result.probs, result.tasks))

@@ -47,3 +47,40 @@ def test_predict_errors(tiny_artifact, tmp_path: Path) -> None:
     assert_one_error_line(*invoke(["predict", path, "--dataset", "synthetic", "--split", "dev", "--output", out]), "--split 'dev' is unknown")
     assert_one_error_line(*invoke(["predict", path, "--input", str(tmp_path / "none.csv"), "--output", out]), "does not exist")
     assert not Path(out).exists()
+
+
+def _rows_csv(model, tmp_path: Path) -> Path:
+    names = [*model.spec.field_names, *model.spec.numerical_names]
+    rows = tmp_path / "rows.csv"
+    rows.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n" + ",".join("" for _ in names) + "\n", encoding="utf-8")
+    return rows
+
+
+def test_predict_to_stdout_with_dash_and_as_json(tiny_artifact, tmp_path: Path) -> None:
+    """`-o -` prints exactly the CSV a file would hold; `--json` prints one object with the probabilities."""
+    import json
+
+    path = tiny_artifact("mome", "fp32")
+    model = read_artifact(path).model
+    rows = _rows_csv(model, tmp_path)
+    out = tmp_path / "preds.csv"
+    assert invoke(["predict", str(path), "--input", str(rows), "-o", str(out)])[0] == 0
+    code, stdout, err = invoke(["predict", str(path), "--input", str(rows), "-o", "-"])
+    assert code == 0, err
+    assert stdout == out.read_text(encoding="utf-8")
+    code, stdout, err = invoke(["predict", str(path), "--input", str(rows), "--json"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["rows"] == 2 and result["tasks"] == list(model.tasks)
+    written = np.loadtxt(out, delimiter=",", skiprows=1, ndmin=2)
+    for t, task in enumerate(model.tasks):
+        np.testing.assert_allclose(result["probabilities"][task], written[:, t], atol=CSV_PROB_TOLERANCE)
+    code, stdout, err = invoke(["predict", str(path), "--input", str(rows), "-o", str(tmp_path / "b.csv"), "--json"])
+    assert code == 0 and json.loads(stdout)["output"] == str(tmp_path / "b.csv")
+
+
+def test_predict_output_errors(tiny_artifact, tmp_path: Path) -> None:
+    path = tiny_artifact("mome", "fp32")
+    rows = _rows_csv(read_artifact(path).model, tmp_path)
+    assert_one_error_line(*invoke(["predict", str(path), "--input", str(rows)]), "give --output FILE.csv (or -o - for standard output, or --json)")
+    assert_one_error_line(*invoke(["predict", str(path), "--input", str(rows), "-o", "-", "--json"]), "both write to standard output")

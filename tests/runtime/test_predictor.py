@@ -238,6 +238,14 @@ def test_predict_rows_from_dicts_and_dataframes(predictor: Predictor) -> None:
         predictor.predict_rows({"cat0": "v1"})
 
 
+def test_predict_rows_rejects_keys_the_model_does_not_read(predictor: Predictor) -> None:
+    """A misspelled field must not be read silently as a missing value."""
+    row = {"cat0": "v1", "cat1": "v3", "cat2": "v0", "cat3": "v10", "num0": 1.5, "num1": 2.0, "num2": 0.0}
+    predictor.predict_rows([row, {"cat0": "v1"}])  # keys left out are missing values
+    with pytest.raises(DataError, match=r"row 1 has keys the model does not read: \['nmu0'\]; use the feature names"):
+        predictor.predict_rows([row, {**{k: v for k, v in row.items() if k != "num0"}, "nmu0": 1.5}])
+
+
 # --- loading errors -------------------------------------------------------------------------------------
 
 
