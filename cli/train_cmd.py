@@ -57,9 +57,10 @@ def train(
 ) -> None:
     """Train a multi-task model; the run folder feeds `evaluate` and `compile`."""
     from mome_edge.extras import require_training_side
+
+    require_training_side("train")  # first: everything below imports the training side
     from mome_edge.runs import DatasetRef
 
-    require_training_side("train")
     if sum(x is not None for x in (dataset, spec, prepared)) != 1:
         raise ConfigError("give exactly one of --dataset NAME, --spec FILE.toml or --prepared DIR")
     model_config = ModelConfig(

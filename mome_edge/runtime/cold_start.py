@@ -1,0 +1,99 @@
+"""Cold start: process start to the first prediction, measured as an app would pay it.
+
+One cold start is a fresh interpreter that imports `mome_edge.runtime`, loads the model with a
+plain `Predictor(path)` and predicts one raw row with `predict_rows`. Its floor is a fresh
+interpreter that only imports what that path cannot avoid: numpy for a `.mome`, numpy and
+onnxruntime for a `.onnx`/`.ort`. Cold start and floor processes alternate, so that a burst of
+load on the machine hits both; medians are reported.
+
+numpy + the standard library only (the child processes import the runtime, not this module's
+caller), so the device install can run it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mome_edge.errors import DataError
+
+DEFAULT_RUNS = 7
+ONNX_SUFFIXES = (".onnx", ".ort")
+
+# The child: every phase timed inside the process; the whole process timed by the parent.
+_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import mome_edge.runtime as runtime
+t1 = time.perf_counter()
+predictor = runtime.Predictor(sys.argv[1])
+t2 = time.perf_counter()
+probs = predictor.predict_rows([json.loads(sys.argv[2])])
+t3 = time.perf_counter()
+assert all(0.0 <= float(p[0]) <= 1.0 for p in probs.values())
+print(json.dumps({"import_ms": 1e3 * (t1 - t0), "load_ms": 1e3 * (t2 - t1), "first_prediction_ms": 1e3 * (t3 - t2)}))
+"""
+_FLOORS = {"numpy": "import numpy", "numpy+onnxruntime": "import numpy, onnxruntime"}
+
+
+def floor_of(path: str | Path) -> str:
+    """Which floor a model file is compared with: its runtime's unavoidable imports."""
+    return "numpy+onnxruntime" if Path(path).suffix.lower() in ONNX_SUFFIXES else "numpy"
+
+
+def sample_row(spec) -> dict[str, Any]:
+    """A raw row of known values: each field's first vocabulary entry, each number at its mean."""
+    row: dict[str, Any] = {}
+    for field in spec.categorical:
+        row[field.name] = field.vocabulary[0] if field.vocabulary else None
+    for scaler in spec.numerical:
+        row[scaler.name] = scaler.mean
+    return row
+
+
+def _timed(argv: list[str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True)
+    wall_ms = 1e3 * (time.perf_counter() - start)
+    if done.returncode != 0:
+        raise DataError(f"a cold-start process failed ({done.stderr.strip().splitlines()[-1:]}); run it by hand: {' '.join(argv[:3])} ...")
+    return wall_ms, done.stdout
+
+
+def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None, runs: int = DEFAULT_RUNS,
+                       python: str = sys.executable) -> dict[str, Any]:
+    """Median cold start of `path` over `runs` fresh processes, against its floor.
+
+    Returns:
+        {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms",
+         "load_ms", "first_prediction_ms"}: medians in milliseconds (over_floor_ms is the
+        median of the paired differences).
+    """
+    if runs < 1:
+        raise DataError(f"runs={runs} must be >= 1")
+    if row is None:
+        from mome_edge.runtime import Predictor
+
+        row = sample_row(Predictor(path).spec)
+    floor = floor_of(path)
+    walls, floors, phases = [], [], []
+    for _ in range(runs):
+        floor_ms, _ = _timed([python, "-c", _FLOORS[floor]])
+        wall_ms, out = _timed([python, "-c", _CHILD, str(path), json.dumps(row)])
+        floors.append(floor_ms)
+        walls.append(wall_ms)
+        phases.append(json.loads(out.strip().splitlines()[-1]))
+    return {
+        "model": str(path),
+        "floor": floor,
+        "runs": runs,
+        "cold_start_ms": statistics.median(walls),
+        "floor_ms": statistics.median(floors),
+        "over_floor_ms": statistics.median(w - f for w, f in zip(walls, floors)),
+        **{key: statistics.median(p[key] for p in phases) for key in ("import_ms", "load_ms", "first_prediction_ms")},
+    }
