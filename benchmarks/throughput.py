@@ -26,6 +26,7 @@ from mome_edge.train.phases import remove_closed_neurons
 from mome_edge.train.loop import make_optimizer
 
 RESULTS = Path(__file__).parent / "results"
+PENALTY_WEIGHT = {"mome-phase1": 0.1, "mome-phase2": 0.1, "mome-phase2-loop": 0.1}  # lambda per model (dense: none)
 FIELDS, VOCAB, NUMERICAL = 16, 1000, 63
 
 
@@ -61,8 +62,6 @@ def build_models(batch: int) -> dict[str, torch.nn.Module]:
     for layer in loop.base:
         layer.__class__ = LoopMaskedExpertLinear
     mmoe = build_model(ModelConfig(kind="mmoe", embedding_dim=128, hidden=(512, 256), experts=8, tower_hidden=(64,)), spec)
-    for m, lam in ((phase1, 0.1), (phase2, 0.1), (loop, 0.1)):
-        m.lambda_ = lam
     return {"mome-phase1": phase1, "mome-phase2": phase2, "mmoe": mmoe, "mome-phase2-loop": loop}
 
 
@@ -86,7 +85,7 @@ def main() -> None:
     def step(name: str) -> float:
         model, optimizer = models[name], optimizers[name]
         start = time.perf_counter()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(cat, num), labels) + model.penalty()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(cat, num), labels) + model.penalty(PENALTY_WEIGHT.get(name, 0.0))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -82,3 +82,24 @@ class _AllReduceSum(torch.autograd.Function):
         grad = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(grad, op=dist.ReduceOp.SUM)
         return grad
+
+
+class ModelWrapper:
+    """DDP around the current model, re-wrapped when the model object changes (a phase switch
+    builds a new model with new shapes); the model itself when not distributed."""
+
+    def __init__(self, ctx: DistributedContext) -> None:
+        self.ctx = ctx
+        self._wrapped: torch.nn.Module | None = None
+        self._wrapped_for: torch.nn.Module | None = None
+
+    def __call__(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.ctx.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self._wrapped_for is not model:
+            # gradients as views of DDP's buckets: no second copy of every gradient, and no
+            # stride mismatch between autograd's layout and the bucket's
+            self._wrapped, self._wrapped_for = DistributedDataParallel(model, gradient_as_bucket_view=True), model
+        return self._wrapped

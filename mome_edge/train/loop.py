@@ -10,7 +10,6 @@ ends an invocation early on purpose (time-limited jobs): the run resumes from th
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,34 +19,21 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mome_edge.atomic import atomic_write_json
-from mome_edge.train.checkpoint import load_tensors, optimizer_tensors, restore_optimizer, save_tensors
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.data.types import DataSplits, MultiTaskData
-from mome_edge.train.distributed import DistributedContext, context_from_env
-from mome_edge.train.training_data import InMemoryData, TrainingData
 from mome_edge.errors import ArtifactError, ConfigError
-from mome_edge.train.gates import fraction_fractional
 from mome_edge.metrics import mean_auc, task_metrics
-from mome_edge.train.model import MoME, MultiTaskModel, Phase, build_model, count_parameters
-from mome_edge.train.phases import remove_closed_neurons, start_hardening
-from mome_edge.runs import (
-    CHECKPOINT_DIR,
-    METRICS_FILE,
-    MODEL_FILE,
-    RUN_FILE,
-    SUMMARY_FILE,
-    DatasetRef,
-    RunInfo,
-    checkpoint_paths,
-    read_run_info,
-)
+from mome_edge.runs import MODEL_FILE, DatasetRef, RunInfo, checkpoint_paths, read_run_info
+from mome_edge.train.checkpoint import load_tensors, read_checkpoint, restore_optimizer
+from mome_edge.train.distributed import DistributedContext, ModelWrapper, context_from_env
+from mome_edge.train.model import MoME, MultiTaskModel, build_model, count_parameters
+from mome_edge.train.phases import TRANSITIONS, TrainingPhase, phase_over, remove_closed_neurons, start_hardening
+from mome_edge.train.reporting import auc_change, log_epoch, mask_stats, peak_rss_mb, progress_bar, pruning_json
+from mome_edge.train.run_folder import prepare_run_folder, save_epoch, write_final, write_metrics
+from mome_edge.train.training_data import InMemoryData, TrainingData
 
-KEEP_CHECKPOINTS = 2
 EVAL_BATCH = 8192
-BASELINE_PHASE = "dense"
 
 
 @dataclass
@@ -55,13 +41,19 @@ class TrainingState:
     """Everything besides tensors that a resumed run needs (stored as checkpoint JSON)."""
 
     epoch: int = 0
-    phase: str = BASELINE_PHASE
+    phase: TrainingPhase = TrainingPhase.DENSE
     epochs_in_phase: int = 0
     best_score: float = -math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
     done: bool = False
     reports: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.phase = TrainingPhase(self.phase)  # checkpoint JSON holds the value
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.__dict__, "phase": self.phase.value}
 
 
 @dataclass(frozen=True)
@@ -115,35 +107,10 @@ def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Op
     return torch.optim.Adam(groups)
 
 
-def _set_phase_lambda(model: MultiTaskModel, config: TrainConfig) -> None:
-    if isinstance(model, MoME):
-        lambdas = {Phase.NEURON_MASKING: config.lambda_neuron, Phase.EXPERT_MASKING: config.lambda_expert, Phase.HARDENING: 0.0}
-        model.lambda_ = lambdas[model.phase]
-
-
-def _phase_of(model: MultiTaskModel) -> str:
-    return model.phase.value if isinstance(model, MoME) else BASELINE_PHASE
-
-
-def _mask_stats(model: MultiTaskModel) -> dict[str, float]:
-    if not isinstance(model, MoME):
-        return {}
-    with torch.no_grad():
-        mus = [mu.detach() for mu in model.gate_mus()]
-        flat = torch.cat([m.flatten() for m in mus])
-        threshold = model.config.mask_threshold
-        stats = {
-            "expected_open": float(model.expected_open_fraction()),
-            "eval_nonzero": float((flat > 0).float().mean()),
-            "fractional": fraction_fractional(flat),
-        }
-        if model.phase is not Phase.NEURON_MASKING:
-            stats["binary_density"] = float((torch.clamp(flat, 0, 1) > threshold).float().mean())
-    return stats
-
-
 class Trainer:
-    """Runs (or resumes) one training job into a run folder."""
+    """Runs (or resumes) one training job into a run folder: the epoch loop and the phase
+    switches. Run-folder files, checkpoint keys, DDP wrapping and reporting live in
+    run_folder, checkpoint, distributed and reporting."""
 
     def __init__(
         self,
@@ -170,32 +137,32 @@ class Trainer:
         self.console = console or Console(stderr=True, quiet=not progress, soft_wrap=True)
         train_config.expert_epochs(model_config.kind)  # validates the MoME budget early
         self.history: list[dict[str, Any]] = []
+        self._forward = ModelWrapper(self.dist)
 
     # ----- set-up and resume -------------------------------------------------------------
     def _fresh(self) -> tuple[MultiTaskModel, TrainingState]:
         seed_everything(self.config.seed)
         model = build_model(self.model_config, self.data.spec)
-        state = TrainingState(phase=_phase_of(model))
+        state = TrainingState(phase=TrainingPhase.first(self.model_config.kind))
         if isinstance(model, MoME) and self.config.neuron_epochs == 0:
             model, report = remove_closed_neurons(model, self.data.spec)
-            state.phase = model.phase.value
-            state.reports["neuron_pruning"] = _pruning_json(report)
+            state.phase = TrainingPhase.EXPERT_MASKING
+            state.reports["neuron_pruning"] = pruning_json(report)
         return model, state
 
     def _resume(self) -> tuple[MultiTaskModel, TrainingState, dict[str, torch.Tensor], torch.optim.Optimizer] | None:
         for path in reversed(checkpoint_paths(self.run_dir)):
             try:
-                tensors, meta = load_tensors(path)
-                model = build_model(self.model_config, self.data.spec, meta["structure"])
-                model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-                best = {k[len("best."):]: v for k, v in tensors.items() if k.startswith("best.")}
+                checkpoint = read_checkpoint(path)
+                model = build_model(self.model_config, self.data.spec, checkpoint.meta["structure"])
+                model.load_state_dict(checkpoint.model_state)
                 optimizer = make_optimizer(model, self.config)
-                restore_optimizer(optimizer, tensors, meta["optimizer"])
-                torch.set_rng_state(tensors["rng.torch"])
-                state = TrainingState(**meta["state"])
-                self.history = list(meta["history"])
-                self.console.print(f"[dim]resuming from {path.name} (epoch {state.epoch}, phase {state.phase})[/dim]")
-                return model, state, best, optimizer
+                restore_optimizer(optimizer, checkpoint.optimizer_tensors, checkpoint.meta["optimizer"])
+                torch.set_rng_state(checkpoint.rng_state)
+                state = TrainingState(**checkpoint.meta["state"])
+                self.history = list(checkpoint.meta["history"])
+                self.console.print(f"[dim]resuming from {path.name} (epoch {state.epoch}, phase {state.phase.value})[/dim]")
+                return model, state, checkpoint.best_state, optimizer
             except (ArtifactError, KeyError, RuntimeError, ValueError, TypeError) as exc:
                 warnings.warn(f"checkpoint {path} is unusable ({exc}); falling back to the previous one", stacklevel=2)
         return None
@@ -225,7 +192,6 @@ class Trainer:
         while not state.done:
             if stop_after_epoch is not None and state.epoch >= stop_after_epoch:
                 return self._stopped(model, state)
-            _set_phase_lambda(model, self.config)
             state.epoch += 1
             state.epochs_in_phase += 1
             record = self._train_epoch(model, optimizer, state)
@@ -236,67 +202,60 @@ class Trainer:
             else:
                 state.bad_epochs += 1
             self.history.append(record)
-            self._log_epoch(record)
-            if self._phase_over(model, state):
+            if self.dist.is_main:
+                log_epoch(self.console, record)
+            if phase_over(state.phase, self.config, epochs_in_phase=state.epochs_in_phase, bad_epochs=state.bad_epochs):
                 model, optimizer, best = self._next_phase(model, state, best)
             self._checkpoint(model, optimizer, state, best)
             if self.dist.is_main:
-                atomic_write_json(self.run_dir / METRICS_FILE, self.history)
+                write_metrics(self.run_dir, self.history)
         return self._finish(model, state, best)
 
-    def _phase_over(self, model: MultiTaskModel, state: TrainingState) -> bool:
-        cfg, phase = self.config, state.phase
-        if phase == Phase.NEURON_MASKING.value:
-            return state.epochs_in_phase >= cfg.neuron_epochs
-        if phase == Phase.HARDENING.value:
-            return state.epochs_in_phase >= cfg.harden_epochs
-        budget = cfg.expert_epochs("mome") if phase == Phase.EXPERT_MASKING.value else cfg.epochs
-        return state.epochs_in_phase >= budget or state.bad_epochs >= cfg.patience
-
     def _next_phase(self, model: MultiTaskModel, state: TrainingState, best: dict[str, torch.Tensor]):
+        """Leave `state.phase` for the phase TRANSITIONS names (or end training)."""
         spec = self.data.spec
-        if state.phase == Phase.NEURON_MASKING.value:
-            assert isinstance(model, MoME)
-            model, report = remove_closed_neurons(model, spec)
-            state.reports["neuron_pruning"] = _pruning_json(report)
-            self.console.print(f"[bold]phase switch[/bold]: neurons kept per layer {report.kept} of {report.nominal}")
-        elif state.phase == Phase.EXPERT_MASKING.value:
-            assert isinstance(model, MoME)
+        following = TRANSITIONS[state.phase].next
+        if following is None:
             model.load_state_dict(best)
-            stats = _mask_stats(model)
-            before = {
+            state.done = True
+            return model, make_optimizer(model, self.config), best
+        assert isinstance(model, MoME)  # only MoME has more than one phase
+        if following is TrainingPhase.EXPERT_MASKING:
+            model, report = remove_closed_neurons(model, spec)
+            state.reports["neuron_pruning"] = pruning_json(report)
+            self.console.print(f"[bold]phase switch[/bold]: neurons kept per layer {report.kept} of {report.nominal}")
+        elif following is TrainingPhase.HARDENING:
+            model.load_state_dict(best)
+            stats = mask_stats(model)
+            state.reports["before_hardening"] = {
                 "epoch": state.best_epoch,
                 "validation": self._evaluate(model, "validation"),
                 "test": self._evaluate(model, "test"),
                 "fractional_gates": stats["fractional"],
             }
-            state.reports["before_hardening"] = before
             model = start_hardening(model, spec)
             self.console.print(
                 f"[bold]hardening[/bold]: {100 * stats['fractional']:.1f}% of expert gates were strictly between 0 and 1; "
                 f"masks are binary from here on"
             )
-        else:
-            model.load_state_dict(best)
-            state.done = True
-            return model, make_optimizer(model, self.config), best
-        state.phase = _phase_of(model)
+        state.phase = following
         state.epochs_in_phase = state.bad_epochs = 0
         state.best_score, state.best_epoch = -math.inf, 0
         return model, make_optimizer(model, self.config), {}
 
     def _train_epoch(self, model: MultiTaskModel, optimizer: torch.optim.Optimizer, state: TrainingState) -> dict[str, Any]:
         model.train()
-        forward = self._wrap(model)
+        forward = self._forward(model)
+        penalty_weight = TRANSITIONS[state.phase].penalty_weight(self.config)
         plan = dict(batch_size=self.config.batch_size, seed=self.config.seed, epoch=state.epoch, ctx=self.dist)
         n_batches = self.data.num_train_batches(**plan)
         loss_sum = penalty_sum = 0.0
         start = time.perf_counter()
-        with _progress_bar(self.progress, f"epoch {state.epoch} [{state.phase}]", n_batches) as advance:
+        with progress_bar(self.progress, f"epoch {state.epoch} [{state.phase.value}]", n_batches) as advance:
             for cat, num, labels in self.data.train_batches(**plan):
                 logits = forward(cat, num)
                 task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0).sum()
-                penalty = model.penalty()
+                penalty = model.penalty(penalty_weight)
                 optimizer.zero_grad(set_to_none=True)
                 (task_loss + penalty).backward()
                 optimizer.step()
@@ -307,80 +266,33 @@ class Trainer:
         validation = self._evaluate(model, "validation")
         return {
             "epoch": state.epoch,
-            "phase": state.phase,
+            "phase": state.phase.value,
             "train_loss": loss_sum / max(n_batches, 1),
             "penalty": penalty_sum / max(n_batches, 1),
             "seconds": seconds,
             "rows_per_s": self.data.train_rows() / seconds if seconds > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
             "validation": validation,
-            "masks": _mask_stats(model),
+            "masks": mask_stats(model),
         }
-
-    # ----- distribution ------------------------------------------------------------------
-    def _wrap(self, model: MultiTaskModel):
-        """DDP around the current model (re-wrapped after each phase switch: shapes change)."""
-        if not self.dist.enabled:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        if getattr(self, "_wrapped_for", None) is not model:
-            # gradients as views of DDP's buckets: no second copy of every gradient, and no
-            # stride mismatch between autograd's layout and the bucket's
-            self._wrapped, self._wrapped_for = DistributedDataParallel(model, gradient_as_bucket_view=True), model
-        return self._wrapped
 
     def _evaluate(self, model: MultiTaskModel, split: str) -> dict[str, dict[str, float | None]]:
         return self.data.evaluate(lambda cat, num: predict_arrays(model, cat, num), split, self.dist)
 
-    # ----- persistence -------------------------------------------------------------------
+    # ----- persistence (main process writes, every process waits) ------------------------
     def _prepare_run_dir(self, resume: bool) -> None:
         try:
             if self.dist.is_main:
-                self._prepare_run_dir_main(resume)
+                info = RunInfo(model_config=self.model_config, train_config=self.config, dataset=self.dataset, feature_spec=self.data.spec)
+                prepare_run_folder(self.run_dir, info, resume=resume)
         finally:
             self.dist.barrier()
 
-    def _prepare_run_dir_main(self, resume: bool) -> None:
-        info = RunInfo(model_config=self.model_config, train_config=self.config, dataset=self.dataset, feature_spec=self.data.spec)
-        run_file = self.run_dir / RUN_FILE
-        if run_file.exists():
-            if not resume:
-                raise ConfigError(
-                    f"{self.run_dir} already holds a run; pass --resume to continue it, or choose another --out folder"
-                )
-            existing = read_run_info(self.run_dir)
-            if existing.to_json() != info.to_json():
-                raise ConfigError(
-                    f"{self.run_dir} holds a run with other settings; resume with the same flags, or choose another --out folder"
-                )
-            for stale in [*self.run_dir.glob(".*.tmp"), *(self.run_dir / CHECKPOINT_DIR).glob(".*.tmp")]:
-                stale.unlink(missing_ok=True)  # a write that a kill interrupted before its rename
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
-        atomic_write_json(run_file, info.to_json())
-
     def _checkpoint(self, model, optimizer, state: TrainingState, best) -> None:
         if self.dist.is_main:
-            self._write_checkpoint(model, optimizer, state, best)
+            meta = {"structure": model.structure(), "state": state.to_json(), "history": self.history}
+            save_epoch(self.run_dir, state.epoch, model=model, best=best, optimizer=optimizer, meta=meta)
         self.dist.barrier()
-
-    def _write_checkpoint(self, model, optimizer, state: TrainingState, best) -> None:
-        optim_tensors, optim_meta = optimizer_tensors(optimizer)
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        tensors.update({f"best.{k}": v for k, v in best.items()})
-        tensors.update(optim_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
-        meta = {
-            "structure": model.structure(),
-            "optimizer": optim_meta,
-            "state": state.__dict__,
-            "history": self.history,
-        }
-        save_tensors(self.run_dir / CHECKPOINT_DIR / f"epoch-{state.epoch:04d}.safetensors", tensors, meta)
-        for old in checkpoint_paths(self.run_dir)[:-KEEP_CHECKPOINTS]:
-            old.unlink(missing_ok=True)
 
     def _finish(self, model: MultiTaskModel, state: TrainingState, best) -> TrainResult:
         model.eval()
@@ -391,7 +303,7 @@ class Trainer:
             "dataset": self.dataset.describe(),
             "epochs_run": state.epoch,
             "selected_epoch": state.best_epoch,
-            "phase": state.phase,
+            "phase": state.phase.value,
             "validation": validation,
             "test": test,
             "parameters": count_parameters(model, include_gates=False),
@@ -400,12 +312,11 @@ class Trainer:
             **state.reports,
         }
         if isinstance(model, MoME):
-            summary["masks"] = _mask_stats(model)
-            summary["hardening_auc_change"] = _auc_change(state.reports.get("before_hardening", {}).get("test"), test)
+            summary["masks"] = mask_stats(model)
+            summary["hardening_auc_change"] = auc_change(state.reports.get("before_hardening", {}).get("test"), test)
         if self.dist.is_main:
-            atomic_write_json(self.run_dir / METRICS_FILE, self.history)  # also when resumed after the last checkpoint
-            save_tensors(self.run_dir / MODEL_FILE, model.state_dict(), {"structure": model.structure(), "summary": summary})
-            atomic_write_json(self.run_dir / SUMMARY_FILE, summary)
+            write_metrics(self.run_dir, self.history)  # also when resumed after the last checkpoint
+            write_final(self.run_dir, model, model.structure(), summary)
         self.dist.barrier()
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
 
@@ -415,65 +326,14 @@ class Trainer:
             "model": self.model_config.kind,
             "dataset": self.dataset.describe(),
             "stopped_after_epoch": state.epoch,
-            "next_phase": state.phase,  # what the next epoch trains (a phase switch may just have happened)
+            "next_phase": state.phase.value,  # what the next epoch trains (a phase switch may just have happened)
             "history": self.history,
         }
-        last = self.history[-1]["phase"] if self.history else state.phase
+        last = self.history[-1]["phase"] if self.history else state.phase.value
         self.console.print(
             f"[bold]stopped[/bold] after epoch {state.epoch} ({last}); continue with --resume and no (or a larger) --stop-after-epoch"
         )
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
-
-    def _log_epoch(self, record: dict[str, Any]) -> None:
-        aucs = "  ".join(f"{t} auc {m['auc']:.4f}" if m["auc"] is not None else f"{t} auc n/a" for t, m in record["validation"].items())
-        masks = record["masks"]
-        extra = f"  open {masks['expected_open']:.2f}" if masks else ""
-        self.console.print(
-            f"epoch {record['epoch']:>3} [{record['phase']}] loss {record['train_loss']:.4f}  val {aucs}{extra}  ({record['seconds']:.1f}s)"
-        )
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MiB (ru_maxrss: KiB on Linux, bytes on macOS)."""
-    import resource  # POSIX only: imported here so that the module still imports elsewhere
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
-
-
-def _auc_change(before: dict | None, after: dict) -> dict[str, float | None] | None:
-    if not before:
-        return None
-    return {
-        t: (after[t]["auc"] - before[t]["auc"]) if after[t]["auc"] is not None and before[t]["auc"] is not None else None
-        for t in after
-    }
-
-
-def _pruning_json(report) -> dict[str, Any]:
-    return {"kept": list(report.kept), "nominal": list(report.nominal), "fractional_gates": report.fractional_gates}
-
-
-class _progress_bar:
-    """A rich progress bar on stderr (or nothing), yielding an `advance()` callable."""
-
-    def __init__(self, enabled: bool, description: str, total: int) -> None:
-        self.enabled, self.description, self.total = enabled, description, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        self._progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=True,
-        )
-        self._progress.__enter__()
-        task = self._progress.add_task(self.description, total=self.total)
-        return lambda: self._progress.advance(task)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._progress.__exit__(*exc)
 
 
 def train(

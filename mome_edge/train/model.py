@@ -90,8 +90,9 @@ class MultiTaskModel(nn.Module):
         """Logits (B, T)."""
         return self.towers(self.trunk(self.embeddings(categorical, numerical)))
 
-    def penalty(self) -> torch.Tensor:
-        """Mask sparsity penalty, already weighted by its lambda; zero for dense models."""
+    def penalty(self, weight: float = 0.0) -> torch.Tensor:
+        """`weight` (lambda of the current phase, chosen by the trainer) x the mask sparsity
+        penalty; zero for dense models and for a zero weight."""
         return torch.zeros(())
 
     def structure(self) -> dict[str, Any]:
@@ -252,7 +253,6 @@ class MoME(MultiTaskModel):
             self.norms = nn.ModuleList(make_norm(config.norm, config.experts, b) for _, b in sizes)
             self.gates = TaskGates(self.num_tasks, config.experts, self.embeddings.out_features)
         self.towers = Towers(self.num_tasks, self.hidden[-1], config.tower_hidden)
-        self.lambda_ = 0.0  # set by the trainer for the current phase
 
     def trunk(self, x0: torch.Tensor) -> torch.Tensor:
         if self.phase is Phase.NEURON_MASKING:
@@ -274,10 +274,10 @@ class MoME(MultiTaskModel):
         total = sum(open_probability_sum(mu, sigma) for mu in self.gate_mus())
         return total / sum(mu.numel() for mu in self.gate_mus())
 
-    def penalty(self) -> torch.Tensor:
-        if self.lambda_ == 0.0:
+    def penalty(self, weight: float = 0.0) -> torch.Tensor:
+        if weight == 0.0:
             return torch.zeros(())
-        return self.lambda_ * self.expected_open_fraction()
+        return weight * self.expected_open_fraction()
 
     def structure(self) -> dict[str, Any]:
         return {**super().structure(), "phase": self.phase.value, "hidden": list(self.hidden)}

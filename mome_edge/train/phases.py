@@ -1,17 +1,67 @@
-"""MoME phase transitions. Each returns a new model; the old one is left untouched.
+"""Training phases: one typed value, one table of transitions, and MoME's model transitions.
 
-neuron masking --remove_closed_neurons--> expert masking --start_hardening--> hardening
+    dense (baselines) -------------------------------------------------------------> done
+    neuron masking --remove_closed_neurons--> expert masking --start_hardening--> hardening --> done
+
+The model transitions each return a new model; the old one is left untouched.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+from typing import Callable
 
 import torch
 
+from mome_edge.config import TrainConfig
 from mome_edge.encoding import FeatureSpec
 from mome_edge.train.layers import ExpertBatchNorm
 from mome_edge.train.model import MoME, Phase
+
+
+class TrainingPhase(str, Enum):
+    """What the trainer is doing; MoME's three phases share their values with `model.Phase`."""
+
+    DENSE = "dense"  # every baseline: one phase, no masks
+    NEURON_MASKING = Phase.NEURON_MASKING.value
+    EXPERT_MASKING = Phase.EXPERT_MASKING.value
+    HARDENING = Phase.HARDENING.value
+
+    @classmethod
+    def first(cls, kind: str) -> "TrainingPhase":
+        return cls.NEURON_MASKING if kind == "mome" else cls.DENSE
+
+
+@dataclass(frozen=True)
+class PhaseRule:
+    """How long a phase lasts, what follows it, and the penalty weight (lambda) it trains with."""
+
+    next: TrainingPhase | None  # None: training ends after this phase
+    epochs: Callable[[TrainConfig], int]
+    early_stopping: bool  # patience on validation AUC may end the phase early
+    penalty_weight: Callable[[TrainConfig], float]
+
+
+# The one table of transitions.
+TRANSITIONS: dict[TrainingPhase, PhaseRule] = {
+    TrainingPhase.DENSE: PhaseRule(next=None, epochs=lambda c: c.epochs, early_stopping=True, penalty_weight=lambda c: 0.0),
+    TrainingPhase.NEURON_MASKING: PhaseRule(
+        next=TrainingPhase.EXPERT_MASKING, epochs=lambda c: c.neuron_epochs, early_stopping=False,
+        penalty_weight=lambda c: c.lambda_neuron,
+    ),
+    TrainingPhase.EXPERT_MASKING: PhaseRule(
+        next=TrainingPhase.HARDENING, epochs=lambda c: c.expert_epochs("mome"), early_stopping=True,
+        penalty_weight=lambda c: c.lambda_expert,
+    ),
+    # binary masks are frozen: nothing to penalise
+    TrainingPhase.HARDENING: PhaseRule(next=None, epochs=lambda c: c.harden_epochs, early_stopping=False, penalty_weight=lambda c: 0.0),
+}
+
+
+def phase_over(phase: TrainingPhase, config: TrainConfig, *, epochs_in_phase: int, bad_epochs: int) -> bool:
+    rule = TRANSITIONS[phase]
+    return epochs_in_phase >= rule.epochs(config) or (rule.early_stopping and bad_epochs >= config.patience)
 
 
 @dataclass(frozen=True)
