@@ -44,6 +44,8 @@ from mome_edge.artifact.schema import (
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, MomeError
 
+ONNX_SUFFIXES = (".onnx", ".ort")  # files of the ONNX exporter, which the runtime reads instead
+
 @dataclass(frozen=True, kw_only=True)
 class LoadedArtifact:
     """An artifact as read from disk.
@@ -106,6 +108,12 @@ def read_artifact(path: str | Path) -> LoadedArtifact:
     """
     path = Path(path)
     source = str(path)
+    if path.suffix.lower() in ONNX_SUFFIXES:
+        # An ONNX protobuf or ORT flatbuffer read as safetensors would "claim" an absurd header size.
+        raise ArtifactError(
+            f"{source} is an ONNX model ({path.suffix}), not a .mome artifact; this reads .mome files written by "
+            "`mome-edge compile` (inspect the .mome it was exported from; run the ONNX file with `mome-edge predict` or `bench`)"
+        )
     try:
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size

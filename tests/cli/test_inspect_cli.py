@@ -39,3 +39,13 @@ def test_inspect_errors(tiny_artifact, tmp_path: Path) -> None:
     assert_one_error_line(*invoke(["inspect", str(tmp_path / "none.mome")]), "does not exist")
     assert_one_error_line(*invoke(["inspect", str(tiny_artifact("mmoe", "fp32")), "--plot", str(tmp_path / "p.png")]),
                           "--plot needs a MoME artifact")
+
+
+def test_inspect_on_an_onnx_file_says_it_reads_mome_files(tmp_path) -> None:
+    from cli_helpers import invoke as run
+
+    for name in ("model.onnx", "model.ort"):
+        (tmp_path / name).write_bytes(b"\x08\x08\x12\x04ORTMgarbage")
+        code, stdout, stderr = run(["inspect", str(tmp_path / name)])
+        assert code == 2 and stdout == ""
+        assert "is an ONNX model" in stderr and "this reads .mome files" in stderr and stderr.count("\n") == 1
