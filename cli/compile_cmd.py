@@ -30,18 +30,12 @@ def compile_command(
     from mome_edge.artifact.quantise import check_weights
     from mome_edge.compile.compiler import compile_to_file
     from mome_edge.errors import ConfigError
-    from mome_edge.runtime.predict import refuse_overwriting_inputs
-    from mome_edge.runs import CHECKPOINT_DIR, METRICS_FILE, MODEL_FILE, RUN_FILE, SUMMARY_FILE
+    from mome_edge.runs import check_output_beside_run
 
     check_weights(weights)  # fail on a typo before loading data
     if not run_dir.exists():
         raise ConfigError(f"{run_dir} does not exist, so it is not a run folder; pass the --out folder of a `mome-edge train` run")
-    # The run folder is the input: never write the artifact over it or over one of its files.
-    refuse_overwriting_inputs(output, {"RUN_DIR": run_dir, **{f"the run's {name}": run_dir / name for name in (RUN_FILE, MODEL_FILE, METRICS_FILE, SUMMARY_FILE)}})
-    if output.resolve().is_relative_to((run_dir / CHECKPOINT_DIR).resolve()):
-        raise ConfigError(f"the output {output} is inside the run's {CHECKPOINT_DIR}/ folder; write the artifact elsewhere, e.g. -o model.mome")
-    if output.is_dir():
-        raise ConfigError(f"the output {output} is a folder; give a file path such as -o {output / 'model.mome'}")
+    check_output_beside_run(output, run_dir)
     report = compile_to_file(run_dir, output, weights=weights, data_dir=data_dir_or_none(data_dir))
     if json_output:
         print_json(report.to_json())

@@ -26,6 +26,7 @@ MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_DIR = "checkpoints"
+RUN_FILES = (RUN_FILE, MODEL_FILE, METRICS_FILE, SUMMARY_FILE)  # what a finished run holds besides checkpoints/
 PREPARED = "prepared"  # DatasetRef.name of shards written by `mome-edge prepare` (data_dir = their folder)
 
 
@@ -144,3 +145,18 @@ def check_out_folder(out: Path, *, resume: bool = True) -> None:
         raise ConfigError(f"--out {out}: {ancestor} is a file, so the folder cannot be created there; choose another --out folder")
     if not resume and (out / RUN_FILE).exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it, or choose another --out folder")
+
+
+def check_output_beside_run(output: Path, run_dir: Path, *, example: str = "model.mome") -> None:
+    """ConfigError unless `output` can be written without touching the run folder it is made from.
+
+    The run folder is the input: an output must never replace the folder, one of its files, or
+    land inside its checkpoints/ folder (which training prunes).
+    """
+    from mome_edge.runtime.predict import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs(output, {"RUN_DIR": run_dir, **{f"the run's {name}": run_dir / name for name in RUN_FILES}})
+    if output.resolve().is_relative_to((run_dir / CHECKPOINT_DIR).resolve()):
+        raise ConfigError(f"the output {output} is inside the run's {CHECKPOINT_DIR}/ folder; write it elsewhere, e.g. -o {example}")
+    if output.is_dir():
+        raise ConfigError(f"the output {output} is a folder; give a file path such as -o {output / example}")
