@@ -1,0 +1,75 @@
+"""Cold start as a device pays it: process start -> import -> load -> first prediction.
+
+    python benchmarks/cold_start.py MODEL.mome MODEL.onnx [...] [--runs 7]
+
+The measuring interpreter is a fresh venv with the device install of this checkout (`pip install
+.`, no extras, so mome_edge is byte-compiled as on a device, not an editable source tree), built
+once under build/cold-start-venv. Each model is measured in `--runs` fresh processes, alternating
+with floor processes that only import numpy (for .mome) or numpy and onnxruntime (for
+.onnx/.ort); medians. Writes benchmarks/results/cold_start.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV = REPO / "build" / "cold-start-venv"
+RESULTS = REPO / "benchmarks" / "results"
+TARGET_OVER_FLOOR_MS = 30.0  # issue 10: at most 30 ms above the floor of the model's own dependencies
+
+
+def device_python(rebuild: bool) -> Path:
+    python = VENV / "bin" / "python"
+    if rebuild or not python.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", str(REPO)], check=True)
+    else:  # the checkout may have changed since: reinstall (no dependency resolution needed)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--force-reinstall",
+                        "--disable-pip-version-check", str(REPO)], check=True)
+    return python
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", type=Path)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--rebuild-venv", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS / "cold_start")
+    args = parser.parse_args()
+    python = device_python(args.rebuild_venv)
+    code = (
+        "import json, sys\n"
+        "from mome_edge.runtime.cold_start import measure_cold_start\n"
+        f"print(json.dumps([measure_cold_start(p, runs={args.runs}) for p in sys.argv[1:]]))\n"
+    )
+    print(f"measuring {len(args.models)} model(s), {args.runs} fresh processes each ...", file=sys.stderr)
+    done = subprocess.run([str(python), "-c", code, *map(str, args.models)], capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout)
+    for row in rows:
+        row["file_bytes"] = Path(row["model"]).stat().st_size
+        row["within_target"] = row["over_floor_ms"] <= TARGET_OVER_FLOOR_MS
+    lines = [
+        f"Cold start (median of {args.runs} fresh processes; device install in a fresh venv; floor = a process that only imports the model's runtime dependencies)",
+        "",
+        "| model | bytes | cold start ms | floor | floor ms | over floor ms | import ms | load ms | first prediction ms |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {Path(r['model']).name} | {r['file_bytes']:,} | {r['cold_start_ms']:.0f} | {r['floor']} | {r['floor_ms']:.0f} | "
+                     f"{r['over_floor_ms']:+.0f} | {r['import_ms']:.1f} | {r['load_ms']:.1f} | {r['first_prediction_ms']:.2f} |")
+    lines.append("")
+    lines.append("import ms includes numpy (part of the floor); over floor = median of paired (cold start - floor) differences.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"runs": args.runs, "results": rows}, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
