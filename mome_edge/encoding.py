@@ -184,11 +184,16 @@ class FeatureSpec:
         return cat, num
 
     def encode_rows(self, rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """Encode a list of dict rows; a missing key counts as a missing value.
+        """Encode a list of dict rows; a missing key counts as a missing value, other keys are ignored."""
+        names = (*self.field_names, *self.numerical_names)
+        columns = {n: [row.get(n) for row in rows] for n in names}
+        return self.encode_columns(columns)
 
-        Raises:
-            DataError: a row has a key that is neither a feature nor a label column. A
-                misspelled feature name would otherwise be read as a missing value, silently.
+    def check_row_keys(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """DataError when a row has a key that is neither a feature nor a label column.
+
+        For the device API (`Predictor.predict_rows`), where rows are written by hand: a misspelled
+        feature name would otherwise be read as a missing value, silently.
         """
         names = (*self.field_names, *self.numerical_names)
         known = set(names) | self.label_columns()
@@ -199,8 +204,6 @@ class FeatureSpec:
                     f"row {i} has keys the model does not read: {sorted(map(str, unknown))[:5]}; "
                     f"use the feature names {list(names)[:20]}{' ...' if len(names) > 20 else ''} (a key left out counts as missing)"
                 )
-        columns = {n: [row.get(n) for row in rows] for n in names}
-        return self.encode_columns(columns)
 
     def label_columns(self) -> set[str]:
         """The raw columns the task labels are read from (rows may carry them; they are ignored)."""

@@ -151,6 +151,7 @@ def encode_rows(spec: FeatureSpec, rows: Sequence[Mapping[str, Any]] | Any) -> t
     bad = next((i for i, row in enumerate(rows) if not isinstance(row, Mapping)), None)
     if bad is not None:
         raise DataError(f"row {bad} is a {type(rows[bad]).__name__}, not a dict of feature name -> raw value")
+    spec.check_row_keys(rows)  # hand-written rows: a misspelled key is an error, not a missing value
     return spec.encode_rows(rows)
 
 
