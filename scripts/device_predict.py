@@ -13,7 +13,8 @@ Paths per file (each a fresh load):
 
 INPUTS.json holds {"categorical": [[int]], "numerical": [[float]]} (or golden rows, whose
 "inputs" hold them). OUT.json: {"environment": {...}, "results": [{"model", "path", "tasks",
-"probs" (B, T), "load_s", "predict_s"}]}; float32 values written as the doubles they equal.
+"probs" (B, T), "load_s", "predict_s"} or {"model", "path", "error"} when this runtime cannot
+load or run the file]}; float32 values written as the doubles they equal.
 """
 
 from __future__ import annotations
@@ -83,10 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for model in args.models:
         for name, options in paths_for(model):
-            if name == "plain-session":
-                tasks, probs, load_s, predict_s = onnx_plain_session(model, cat, num)
-            else:
-                tasks, probs, load_s, predict_s = predictor(model, cat, num, **options)
+            try:
+                if name == "plain-session":
+                    tasks, probs, load_s, predict_s = onnx_plain_session(model, cat, num)
+                else:
+                    tasks, probs, load_s, predict_s = predictor(model, cat, num, **options)
+            except Exception as exc:  # this runtime cannot run this file: a result to report, not a crash
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                results.append({"model": str(model), "path": name, "error": f"{type(exc).__name__}: {message[:400]}"})
+                continue
             results.append({"model": str(model), "path": name, "tasks": tasks, "load_s": load_s, "predict_s": predict_s,
                             "probs": [[float(v) for v in row] for row in probs]})
     args.output.write_text(json.dumps({"environment": environment(), "results": results}) + "\n", encoding="utf-8")

@@ -11,18 +11,21 @@ feeding `inputs` to the model and comparing its outputs with `outputs`, task by 
      "outputs": {"income": [float, ...], ...},        # float32 (B,) per task: the ONNX outputs
      "rows": "where the inputs come from", "produced_by": "runtime and versions"}
 
-Floats are written with Python's shortest round-trip repr of the float32 value, so a reader
-that parses them as doubles and casts to float32 gets the exact bits back.
+Floats are float32 values written as the doubles they equal (Python's repr), so a reader that
+parses them as doubles and casts to float32 gets the exact bits back.
 
 `mome-edge export` is to write such a file beside the model (issue 12); until every export
 does, this script writes one from the Python runtime (`mome_edge.runtime.Predictor`), and
 `find_golden` reads the export's own file when one is present beside the model.
 
-    python scripts/golden_rows.py MODEL.onnx -o MODEL.golden.json [--rows 200] [--data-dir DIR]
+    python scripts/golden_rows.py MODEL.onnx -o MODEL.golden.json [--rows 200] [--source census|spec]
 
-Rows: the first --rows rows of the census-income test split (encoded with the model's own
-feature spec, split as recorded at training), then OOV_ROWS rows whose ids are out of every
-vocabulary (a port must read them as the OOV row, as the exported graph does).
+Rows, --source census (default): the first --rows rows of the census-income test split
+(encoded with the model's own feature spec, split as recorded at training; needs the [train]
+extra and the data). --source spec: rows drawn from the feature spec alone (ids uniform over
+each vocabulary and OOV, numericals standard normal, seed 0), for a model of any data set.
+Either way, then rows whose ids are out of every vocabulary (OUT_OF_RANGE_IDS): a port must
+read them as the OOV row, as the exported graph does.
 """
 
 from __future__ import annotations
@@ -110,12 +113,26 @@ def census_rows(model: Path, *, rows: int, data_dir: str | None, dataset: str = 
     part = load_artifact_split(predictor, dataset, split="test", data_dir=data_dir)
     cat = np.ascontiguousarray(part.categorical[:rows], dtype=np.int64)  # (B, F)
     num = np.ascontiguousarray(part.numerical[:rows], dtype=np.float32)  # (B, D)
+    return _with_out_of_range(cat, num, f"{dataset} test split rows 0..{len(cat) - 1}")
+
+
+def spec_rows(model: Path, *, rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
+    """`rows` encoded rows drawn from `model`'s feature spec, then the out-of-range-id rows."""
+    from mome_edge.runtime import Predictor
+
+    spec = Predictor(model).spec
+    rng = np.random.default_rng(seed)
+    sizes = np.asarray(spec.vocab_sizes, dtype=np.int64)  # (F,) vocabulary + the OOV row
+    cat = (rng.random((rows, len(sizes))) * sizes).astype(np.int64)  # (B, F) in [0, size)
+    num = rng.standard_normal((rows, len(spec.numerical))).astype(np.float32)  # (B, D) standardised
+    return _with_out_of_range(cat, num, f"{rows} rows drawn from the feature spec (seed {seed})")
+
+
+def _with_out_of_range(cat: np.ndarray, num: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, str]:
     oov_cat = np.stack([np.full(cat.shape[1], value, dtype=np.int64) for value in OUT_OF_RANGE_IDS])  # (2, F)
     cat = np.concatenate([cat, oov_cat])
     num = np.concatenate([num, num[: len(OUT_OF_RANGE_IDS)]])
-    source = (f"{dataset} test split rows 0..{len(part.categorical[:rows]) - 1}, then {len(OUT_OF_RANGE_IDS)} rows "
-              f"whose ids are {list(OUT_OF_RANGE_IDS)} in every field (out of range: read as OOV)")
-    return cat, num, source
+    return cat, num, f"{source}, then {len(OUT_OF_RANGE_IDS)} rows whose ids are {list(OUT_OF_RANGE_IDS)} in every field (out of range: read as OOV)"
 
 
 def golden_document(model: Path, cat: np.ndarray, num: np.ndarray, *, rows_source: str) -> dict[str, Any]:
@@ -145,14 +162,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="the .onnx, .ort or .mome file")
     parser.add_argument("-o", "--output", type=Path, help="the JSON to write (default: MODEL.golden.json beside the model)")
     parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"census test rows (default {DEFAULT_ROWS})")
+    parser.add_argument("--source", choices=("census", "spec"), default="census", help="census test rows, or rows drawn from the feature spec")
     parser.add_argument("--data-dir", help="folder holding census-income/ (default: MOME_DATA_DIR)")
     args = parser.parse_args(argv)
+    if args.rows < 1:
+        parser.error(f"--rows {args.rows}: give at least 1 row")
     from mome_edge.atomic import atomic_write_text
     from mome_edge.errors import MomeError
 
     output = args.output or Path(f"{args.model.with_suffix('')}.golden.json")
     try:
-        cat, num, source = census_rows(args.model, rows=args.rows, data_dir=args.data_dir)
+        if args.source == "census":
+            cat, num, source = census_rows(args.model, rows=args.rows, data_dir=args.data_dir)
+        else:
+            cat, num, source = spec_rows(args.model, rows=args.rows)
         doc = golden_document(args.model, cat, num, rows_source=source)
     except MomeError as exc:
         print(f"error: {exc}", file=sys.stderr)
