@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -69,11 +70,12 @@ class CheckError(Exception):
     """The check could not run: message = problem; fix."""
 
 
-def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None = None) -> str:
+def run(cmd: list[str], *, what: str, cwd: Path | None = None, env: dict | None = None, fix: str | None = None) -> str:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-5:]
-        raise CheckError(f"{what} failed (exit {done.returncode}: {' | '.join(tail)[-600:]}); run `{' '.join(cmd)}` to see why")
+        status = f"killed by signal {-done.returncode}" if done.returncode < 0 else f"exit {done.returncode}"
+        raise CheckError(f"{what} failed ({status}: {' | '.join(tail)[-600:]}); {fix or f'run `{shlex.join(cmd)}` to see why'}")
     return done.stdout
 
 
@@ -115,6 +117,7 @@ def ensure_sysroot(cache: Path) -> Path:
     shutil.rmtree(sysroot, ignore_errors=True)
     for deb in sorted(debs.glob("*.deb")):
         run(["dpkg", "-x", str(deb), str(sysroot)], what=f"dpkg -x {deb.name}")
+    shutil.rmtree(debs)  # unpacked: the .debs are not needed again
     stamp.write_text(wanted)
     return sysroot
 
@@ -243,7 +246,8 @@ def check(models: list[Path], *, rows: int, data_dir: str | None, cache: Path, o
         python = sysroot / "usr" / "bin" / f"python{ARM64_PYTHON}"
         arm_started = time.perf_counter()
         run([qemu, "-L", str(sysroot), str(python), "-s", str(script), *args, "--output", str(work / "arm64.json")],
-            what="arm64 predictions under qemu", env=env)
+            what="arm64 predictions under qemu", env=env,
+            fix=f"if onnxruntime {onnxruntime} crashes under qemu, check with --onnxruntime {DEFAULT_ONNXRUNTIME} (runs under qemu 7.2)")
         arm_seconds = time.perf_counter() - arm_started
         x86, arm = (json.loads((work / name).read_text()) for name in ("x86.json", "arm64.json"))
     if arm["environment"]["machine"] != "aarch64":
