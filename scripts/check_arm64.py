@@ -252,6 +252,9 @@ def check(models: list[Path], *, rows: int, data_dir: str | None, cache: Path, o
         x86, arm = (json.loads((work / name).read_text()) for name in ("x86.json", "arm64.json"))
     if arm["environment"]["machine"] != "aarch64":
         raise CheckError(f"the emulated Python reports machine {arm['environment']['machine']!r}, not aarch64; check the sysroot")
+    installed = arm["environment"]["workstation_packages_installed"]
+    if installed:  # the arm64 side stands for the device install: a leak would hide a dependency
+        raise CheckError(f"the arm64 site holds {installed}, which the device install must not need; delete {site} and run again")
     results = compare(x86, arm, goldens)
     return {
         "ok": all(row_ok(r) for r in results),

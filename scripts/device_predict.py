@@ -59,11 +59,20 @@ def paths_for(model: Path) -> list[tuple[str, dict]]:
     return [("predictor", {}), ("plain-session", {})]
 
 
+# what the device install must neither need nor import (the [train] extra's packages)
+WORKSTATION_ONLY = ("torch", "pandas", "onnx", "onnxsim", "sklearn", "matplotlib", "pyarrow")
+
+
 def environment() -> dict:
+    """Versions, and which workstation-only packages are installed or were imported here."""
+    import importlib.util
+
     import onnxruntime
 
     return {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": onnxruntime.__version__, "platform": platform.platform()}
+            "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+            "workstation_packages_installed": [m for m in WORKSTATION_ONLY if importlib.util.find_spec(m) is not None],
+            "workstation_packages_imported": [m for m in WORKSTATION_ONLY if m in sys.modules]}
 
 
 def read_inputs(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "check_arm64.py"
 sys.path.insert(0, str(ROOT / "scripts"))
-from check_arm64 import ARM64_TOLERANCE, DEFAULT_CACHE, DEFAULT_ONNXRUNTIME, TINY_CENSUS_TRAIN  # noqa: E402
+from check_arm64 import ARM64_TOLERANCE, DEFAULT_CACHE, DEFAULT_ONNXRUNTIME, build_default_models  # noqa: E402
 
 CHECK_TIMEOUT_S = 900  # a cold cache downloads ~12 MB of .debs and ~60 MB of wheels
 GOLDEN_SHIFT = 1e-3  # a port that is off by this much must fail the check
@@ -41,20 +41,8 @@ def qemu() -> str:
 
 @pytest.fixture(scope="module")
 def census_models(tmp_path_factory, shared_data_dir: Path) -> list[Path]:
-    """A tiny census-income MoME: the .mome, its bitset .onnx and .ort, and its dense .onnx."""
-    folder = tmp_path_factory.mktemp("arm64-models")
-    cli = [sys.executable, "-m", "mome_edge.cli"]
-    data = ["--data-dir", str(shared_data_dir)]
-    steps = [
-        ["train", "--model", "mome", "--dataset", "census-income", *data, "--out", str(folder / "run"), *TINY_CENSUS_TRAIN],
-        ["compile", str(folder / "run"), "-o", str(folder / "mome.mome"), *data],
-        ["export", str(folder / "mome.mome"), "-o", str(folder / "mome.onnx"), "--ort"],
-        ["export", str(folder / "mome.mome"), "-o", str(folder / "mome-dense.onnx"), "--experts", "dense"],
-    ]
-    for step in steps:
-        done = subprocess.run([*cli, *step], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
-    return [folder / name for name in ("mome.mome", "mome.onnx", "mome.ort", "mome-dense.onnx")]
+    """A tiny census-income MoME: the .mome and the exports `make check-arm64` builds (DEFAULT_EXPORTS)."""
+    return build_default_models(tmp_path_factory.mktemp("arm64-models"), str(shared_data_dir))
 
 
 def run_check(models: list[Path], report: Path, data_dir: Path) -> subprocess.CompletedProcess:
@@ -68,15 +56,20 @@ def test_arm64_predictions_equal_x86(qemu: str, census_models: list[Path], share
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] and report["arm64"]["machine"] == "aarch64" and report["x86_64"]["machine"] == "x86_64"
     assert report["arm64"]["onnxruntime"] == DEFAULT_ONNXRUNTIME
+    # the device install: no torch, pandas, onnx... installed on the arm64 side, none imported on either
+    assert report["arm64"]["workstation_packages_installed"] == []
+    assert report["arm64"]["workstation_packages_imported"] == report["x86_64"]["workstation_packages_imported"] == []
     assert report["inputs"]["rows"] == 100 + 2 and report["inputs"]["source"].startswith("census-income test split")
     paths = {(r["model"], r["path"]) for r in report["results"]}
+    exports = [m.name for m in census_models if m.suffix != ".mome"]
+    assert any(name.endswith(".onnx") for name in exports) and any(name.endswith(".ort") for name in exports)
     assert paths == {("mome.mome", "predictor-materialize"), ("mome.mome", "predictor-on-demand"),
-                     *((name, path) for name in ("mome.onnx", "mome.ort", "mome-dense.onnx") for path in ("predictor", "plain-session"))}
+                     *((name, path) for name in exports for path in ("predictor", "plain-session"))}
     assert all(r["max_abs_diff_vs_x86_64"] <= ARM64_TOLERANCE for r in report["results"])
 
 
 def test_arm64_check_fails_on_a_golden_mismatch(qemu: str, census_models: list[Path], shared_data_dir: Path, tmp_path: Path) -> None:
-    onnx_model = census_models[1]
+    onnx_model = next(m for m in census_models if m.suffix == ".onnx")
     golden = onnx_model.with_suffix(".golden.json")
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "golden_rows.py"), str(onnx_model), "--rows", "20",
                            "--data-dir", str(shared_data_dir), "-o", str(golden)], capture_output=True, text=True)
