@@ -66,6 +66,10 @@ TINY_CENSUS_TRAIN = ["--max-rows", "6000", "--hidden", "32,16", "--experts", "4"
                      "--neuron-epochs", "1", "--harden-epochs", "1", "--quiet"]
 
 
+# wait for another apt/dpkg run instead of failing on its lock
+APT_GET = ("apt-get", "-o", "DPkg::Lock::Timeout=300")
+
+
 class CheckError(Exception):
     """The check could not run: message = problem; fix."""
 
@@ -86,8 +90,9 @@ def ensure_qemu() -> str:
         return qemu
     if os.geteuid() != 0:
         raise CheckError("qemu-aarch64-static is missing and this is not root; run `apt-get install qemu-user-static` as root")
-    run(["apt-get", "update", "-q"], what="apt-get update")
-    run(["apt-get", "install", "-y", "-q", "qemu-user-static"], what="apt-get install qemu-user-static")
+    run([*APT_GET, "update", "-q"], what="apt-get update")
+    run([*APT_GET, "install", "-y", "-q", "qemu-user-static"], what="apt-get install qemu-user-static",
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     qemu = shutil.which("qemu-aarch64-static")
     if not qemu:
         raise CheckError("qemu-user-static installed no qemu-aarch64-static; check `dpkg -L qemu-user-static`")
@@ -104,15 +109,15 @@ def ensure_sysroot(cache: Path) -> Path:
         raise CheckError(f"building the arm64 userland needs root (dpkg --add-architecture, apt-get); run as root or copy {sysroot} from a machine that built it")
     if "arm64" not in run(["dpkg", "--print-foreign-architectures"], what="dpkg").split():
         run(["dpkg", "--add-architecture", "arm64"], what="dpkg --add-architecture arm64")
-        run(["apt-get", "update", "-q"], what="apt-get update (arm64 lists)")
+        run([*APT_GET, "update", "-q"], what="apt-get update (arm64 lists)")
     debs = cache / "debs"
     shutil.rmtree(debs, ignore_errors=True)
     debs.mkdir(parents=True)
-    download = ["apt-get", "download", "-q", *(f"{name}:arm64" for name in ARM64_DEBS)]
+    download = [*APT_GET, "download", "-q", *(f"{name}:arm64" for name in ARM64_DEBS)]
     try:
         run(download, what="apt-get download (arm64)", cwd=debs)
     except CheckError:  # lists older than the arch, or stale: refresh once
-        run(["apt-get", "update", "-q"], what="apt-get update")
+        run([*APT_GET, "update", "-q"], what="apt-get update")
         run(download, what="apt-get download (arm64)", cwd=debs)
     shutil.rmtree(sysroot, ignore_errors=True)
     for deb in sorted(debs.glob("*.deb")):
