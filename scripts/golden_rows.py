@@ -131,8 +131,9 @@ def spec_rows(model: Path, *, rows: int, seed: int = 0) -> tuple[np.ndarray, np.
 def _with_out_of_range(cat: np.ndarray, num: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray, str]:
     oov_cat = np.stack([np.full(cat.shape[1], value, dtype=np.int64) for value in OUT_OF_RANGE_IDS])  # (2, F)
     cat = np.concatenate([cat, oov_cat])
-    num = np.concatenate([num, num[: len(OUT_OF_RANGE_IDS)]])
-    return cat, num, f"{source}, then {len(OUT_OF_RANGE_IDS)} rows whose ids are {list(OUT_OF_RANGE_IDS)} in every field (out of range: read as OOV)"
+    num = np.concatenate([num, np.zeros((len(OUT_OF_RANGE_IDS), num.shape[1]), dtype=np.float32)])  # the means
+    return cat, num, (f"{source}, then {len(OUT_OF_RANGE_IDS)} rows whose ids are {list(OUT_OF_RANGE_IDS)} in every field "
+                      "(out of range: read as OOV) and whose numericals are 0 (the training means)")
 
 
 def golden_document(model: Path, cat: np.ndarray, num: np.ndarray, *, rows_source: str) -> dict[str, Any]:
