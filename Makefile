@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench-accuracy bench-throughput bench-scale clean
+.PHONY: setup demo test bench-accuracy bench-throughput bench-scale check-arm64 clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,15 @@ bench-throughput: setup
 # about 40 minutes on 2 cores; needs ~8 GB of free disk while the 10M-row Parquet is prepared
 bench-scale: setup
 	$(BIN)/python benchmarks/scale.py
+
+# The device install on an arm64 Debian userland under qemu-user, predictions equal to x86_64's
+# (scripts/check_arm64.py; installs qemu-user-static and builds ~/.cache/mome-edge-arm64 once,
+# as root). Without ARM64_MODELS it trains a tiny census model (needs MOME_DATA_DIR or
+# ../shared/data); ARM64_MODELS="m.mome m.onnx m.ort" checks those files instead.
+ARM64_MODELS ?=
+ARM64_FLAGS ?=
+check-arm64: setup
+	$(BIN)/python scripts/check_arm64.py $(ARM64_MODELS) $(ARM64_FLAGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
