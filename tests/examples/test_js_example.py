@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mome_edge.artifact.io import write_artifact
+from mome_edge.artifact.writer import write_artifact
 from mome_edge.exporters.onnx_export import export_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
