@@ -28,6 +28,7 @@ from safetensors.numpy import save as st_save
 
 from mome_edge.atomic import atomic_write_bytes
 from mome_edge.artifact.compiled import ROUTINGS, CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.config import WEIGHT_FORMATS
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, MomeError
 from mome_edge.artifact.masks import BIT_ORDER, decode_mask, encode_mask
@@ -42,7 +43,6 @@ MAX_TENSORS = 65_536  # tensors per file: about two per categorical field plus a
 # MASK_EXPANSION_CAP bytes per file byte, so that a small file cannot claim gigabytes.
 MASK_DECODE_ALLOWANCE = 64 * 1024 * 1024  # bytes
 MASK_EXPANSION_CAP = 256  # decoded bytes per file byte beyond the allowance
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 KINDS = ("mome", "mmoe", "ple", "shared-bottom", "single-task")
 COMPONENTS = ("embeddings", "base_weights", "expert_masks", "expert_affine", "task_gates", "towers", "indices", "manifest")
 INT8_LEVELS = 127  # symmetric int8: q in [-127, 127], zero point 0
