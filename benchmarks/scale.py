@@ -205,6 +205,7 @@ def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int
     record = json.loads((run_dir / "metrics.json").read_text())[0]
     assert record["phase"] == phase, record["phase"]
     return {
+        "neurons_kept": _neurons_kept(run_dir),
         "phase": phase,
         "processes": processes,
         "threads_per_process": threads,
@@ -217,6 +218,16 @@ def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int
         "rank0_peak_rss_mib": record["peak_rss_mb"],
         "trace": [(round(t, 2), round(r, 1)) for t, r in run.trace[:: max(1, round(1 / SAMPLE_EVERY_S))]],
     }
+
+
+def _neurons_kept(run_dir: Path) -> dict | None:
+    """Neurons kept per base layer at the switch after a neuron-masking epoch (None otherwise)."""
+    from mome_edge.runs import checkpoint_paths
+    from mome_edge.train.checkpoint import load_tensors
+
+    _, meta = load_tensors(checkpoint_paths(run_dir)[-1])
+    pruning = meta["state"]["reports"].get("neuron_pruning")
+    return None if pruning is None else {"kept": pruning["kept"], "nominal": pruning["nominal"]}
 
 
 def main() -> None:
@@ -299,10 +310,13 @@ def render(report: dict) -> str:
             f"| {d['rows']['train']:,} | {d['generated_rows']:,} | {d['generate_rows_per_s']:,.0f} | {d['raw_parquet_bytes'] / 2**20:,.0f} | "
             f"{d['prepare_rows_per_s']:,.0f} | {d['prepare_peak_rss_mib']:,.0f} | {d['prepared_bytes'] / 2**20:,.0f} |"
         )
-    lines += ["", "| epoch (phase 1) rows | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) |", "|---:|---:|---:|---:|---|"]
+    lines += ["", "| epoch (phase 1) rows | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) | neurons kept per layer (of nominal) |",
+              "|---:|---:|---:|---:|---|---|"]
     for r in report["one_epoch"]:
         auc = " / ".join(f"{v:.4f}" for v in r["validation_auc"].values())
-        lines.append(f"| {r['epoch_rows']:,} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} |")
+        kept = r.get("neurons_kept")
+        kept_text = "n/a" if not kept else ", ".join(f"{k} / {n}" for k, n in zip(kept["kept"], kept["nominal"]))
+        lines.append(f"| {r['epoch_rows']:,} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} | {kept_text} |")
     lines += ["", "| phase | rows | processes x threads | rows/s | peak RSS MiB (largest process) | peak RSS MiB (all processes) |",
               "|---|---:|---|---:|---:|---:|"]
     for r in report["scaling"]:

@@ -17,7 +17,7 @@ GATE_SCHEDULES = ("per-sample", "per-step")
 # gate_lr is the per-step Adam rate of the gates at these reference sizes; the "per-sample"
 # schedule rescales it to the actual batch size and epoch length (see TrainConfig).
 GATE_LR_REFERENCE_BATCH = 512
-GATE_LR_REFERENCE_ROWS = 50_000
+GATE_LR_REFERENCE_ROWS = 60_000
 
 
 def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
@@ -82,13 +82,10 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     max_train_rows: int | None = None
-    # Gates: "per-sample" (default) makes one epoch move a gate the same distance whatever the
-    # batch size and epoch length: Adam's per-step rate is gate_lr * sqrt(B / 512) * 50,000 / N
-    # (N training rows; Adam's step is then ~ rate x (mean / noise) per row), and the penalty
-    # is a decoupled step of lambda x (relative bytes of the gate) x phi(mu / sigma) / phi(0)
-    # per epoch, applied a fraction B / N at each step. "per-step": the penalty inside Adam's
-    # gradient and a fixed per-step rate (the behaviour before issue 11: pruning grows with
-    # the number of steps).
+    # Gates: "per-sample" (default): Adam's per-step rate for the gates is
+    # gate_lr * sqrt(B / 512) * 60,000 / N (N training rows), so that an epoch moves a gate
+    # the same distance whatever the batch size and epoch length (train/gate_schedule.py);
+    # "per-step": gate_lr per step (before issue 11: pruning grew with the number of steps).
     gate_schedule: str = "per-sample"
     # --budget: bytes of the compiled .mome file (with budget_weights), or None
     budget_bytes: int | None = None

@@ -295,7 +295,7 @@ class Trainer:
         costs = self._costs(model)
         if steering:  # lambda follows the expected bytes (a function of the gates: nothing to checkpoint)
             weight = self.schedule.steer(model, costs, self.budget.target_share)
-        elif self.budget is not None:
+        elif self.budget is not None and state.phase is TrainingPhase.EXPERT_MASKING:
             weight = 0.0  # the budget was spent at the neuron switch; the masks are trimmed to it at hardening
         else:
             weight = TRANSITIONS[state.phase].penalty_weight(self.config)
@@ -307,12 +307,10 @@ class Trainer:
             for cat, num, labels in self.data.train_batches(**plan):
                 logits = forward(cat, num)
                 task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0).sum()
-                penalty = self.schedule.loss_penalty(model, weight)
+                penalty = self.schedule.loss_penalty(model, weight, costs if self.budget is not None else None)
                 optimizer.zero_grad(set_to_none=True)
                 (task_loss + penalty).backward()
                 optimizer.step()
-                rows = labels.shape[0] * self.dist.world_size  # the global batch
-                self.schedule.after_step(model, weight, rows, costs)
                 if steering:
                     weight = self.schedule.steer(model, costs, self.budget.target_share)
                 loss_sum += float(task_loss.detach())
