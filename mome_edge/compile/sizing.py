@@ -274,14 +274,6 @@ def trim_expert_masks(
             return with_open(everything), report
         report.update(density=natural_share, bytes=natural_bytes, trimmed=False, below_range=True)
         return with_open(natural), report
-    everything = torch.ones_like(flat, dtype=torch.bool)
-    if natural_share >= 0.5:
-        # mostly open: a few closed weights cost mask bits for every weight; re-opening them (all
-        # open = the dense equivalent the neuron budget sized) changes the model least
-        full = size(everything)
-        if low_bytes <= full <= high_bytes:
-            report.update(density=1.0, bytes=full, trimmed=True)
-            return with_open(everything), report
     # too large: the largest open share (by mu) whose file fits; the bytes grow with the share
     # below the natural density (a denser mask costs more bits and keeps more base weights)
     good, bad, good_bytes = 0.0, natural_share, size(open_share(0.0))

@@ -59,7 +59,7 @@ def placeholder_summary(tasks: tuple[str, ...], kind: str) -> dict[str, Any]:
         "budget": {"bytes": 10**9, "weights": "fp32", "range": [10**9, 10**9], "achieved_bytes": 10**9, "within_range": False,
                    "components": {k: 10**8 for k in ("embeddings", "base_weights", "expert_masks", "expert_affine", "task_gates",
                                                      "towers", "indices", "manifest")},
-                   "shrunk": "x" * 160},
+                   "shrunk": "x" * 360},
     }
     if kind == "mome":
         summary.update(

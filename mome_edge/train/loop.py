@@ -256,6 +256,8 @@ class Trainer:
             # closed weight would have to pay for its mask bits, see plan_budget)
             model, report = remove_closed_neurons(model, spec, keep=keep, expert_mu_init=None if keep is None else 1.0)
             state.reports["neuron_pruning"] = pruning_json(report)
+            if keep is not None:
+                state.reports["budget_steps"]["neurons"] = {"kept": list(report.kept), "nominal": list(report.nominal)}
             self.console.print(f"[bold]phase switch[/bold]: neurons kept per layer {report.kept} of {report.nominal}")
         elif following is TrainingPhase.HARDENING:
             model.load_state_dict(best)
@@ -395,7 +397,7 @@ class Trainer:
         assert plan is not None
         report: dict[str, Any] = {
             "bytes": plan.budget_bytes, "weights": plan.weights, "range": [plan.low_bytes, plan.budget_bytes],
-            "smallest_bytes": plan.smallest_bytes, "shrunk": "; ".join(plan.changes),
+            "smallest_bytes": plan.smallest_bytes, "shrunk": "; ".join(plan.changes + _budget_steps_text(summary.get("budget_steps", {}))),
             **summary.pop("budget_steps", {}),
             "achieved_bytes": plan.budget_bytes, "within_range": True, "components": {},
         }
@@ -421,6 +423,19 @@ class Trainer:
             f"[bold]stopped[/bold] after epoch {state.epoch} ({last}); continue with --resume and no (or a larger) --stop-after-epoch"
         )
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
+
+
+def _budget_steps_text(steps: dict[str, Any]) -> list[str]:
+    """MoME's budget steps for people: the neuron switch and the expert-mask choice."""
+    lines = []
+    if "neurons" in steps:
+        lines.append(f"neurons kept per layer {steps['neurons']['kept']} of {steps['neurons']['nominal']} "
+                     f"(inputs of each layer, then outputs), fully open {steps['neuron_switch_bytes']:,} bytes")
+    trim = steps.get("expert_masks")
+    if trim:
+        how = "kept as trained" if not trim["trimmed"] else f"trained at {trim['natural_density']:.3f}, the most open {trim['density']:.3f} kept to fit"
+        lines.append(f"expert masks: density {trim['density']:.3f} ({how})")
+    return lines
 
 
 def train(
