@@ -136,13 +136,11 @@ def fit_dense_config(
                 break
             candidate = dataclasses.replace(candidate, embedding_dim=max(1, candidate.embedding_dim // 2))
             continue
-        fitted = scaled_hidden(candidate, multiplier)
-        fallback = fallback or fitted
-        if fitted.hidden[-1] >= MIN_EXPERT_WIDTH or _fewer_experts(candidate) is None:
-            fallback = fitted
+        fallback = scaled_hidden(candidate, multiplier)
+        fewer = _fewer_experts(candidate)
+        if fallback.hidden[-1] >= MIN_EXPERT_WIDTH or fewer is None:
             break
-        fallback = fitted
-        candidate = _fewer_experts(candidate)
+        candidate = fewer
     if fallback is None:
         raise unreachable_budget(budget_bytes, size(smallest_config(config)), config.kind, weights)
     return fallback, size(fallback), [f"{config.kind} widths fitted: {_describe(fallback)}"]
