@@ -193,11 +193,11 @@ def prepared_set(work: Path, epoch_rows: int, *, keep_raw: bool) -> dict:
     return report
 
 
-def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int, threads: int) -> dict:
+def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int, threads: int, extra: tuple[str, ...] = ()) -> dict:
     """`mome-edge train` for epoch 1 of `phase`'s schedule; the epoch's record plus measured memory."""
     shutil.rmtree(run_dir, ignore_errors=True)
     args = ["train", "--prepared", str(prepared), "--model", "mome", "--out", str(run_dir), *PAPER_DIMS, *SCHEDULES[phase],
-            "--stop-after-epoch", "1", "--threads", str(threads), "--json"]
+            "--stop-after-epoch", "1", "--threads", str(threads), "--json", *extra]
     if processes > 1:
         args += ["--nproc", str(processes)]
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +205,8 @@ def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int
     record = json.loads((run_dir / "metrics.json").read_text())[0]
     assert record["phase"] == phase, record["phase"]
     return {
+        "train_args": list(extra),
+        "neurons_kept": _neurons_kept(run_dir),
         "phase": phase,
         "processes": processes,
         "threads_per_process": threads,
@@ -219,6 +221,16 @@ def train_one_epoch(prepared: Path, run_dir: Path, *, phase: str, processes: int
     }
 
 
+def _neurons_kept(run_dir: Path) -> dict | None:
+    """Neurons kept per base layer at the switch after a neuron-masking epoch (None otherwise)."""
+    from mome_edge.runs import checkpoint_paths
+    from mome_edge.train.checkpoint import load_tensors
+
+    _, meta = load_tensors(checkpoint_paths(run_dir)[-1])
+    pruning = meta["state"]["reports"].get("neuron_pruning")
+    return None if pruning is None else {"kept": pruning["kept"], "nominal": pruning["nominal"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epoch-rows", default="1000000,10000000", help="training rows per epoch, comma-separated")
@@ -228,6 +240,8 @@ def main() -> None:
     parser.add_argument("--keep-raw", action="store_true", help="keep the generated Parquet (default: delete once prepared)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--train-args", default="", help="extra `mome-edge train` flags for the one-epoch stage, e.g. '--gate-lr 0.02'")
+    parser.add_argument("--append", action="store_true", help="add the one-epoch results to those in scale.json instead of replacing them")
     args = parser.parse_args()
     stages = set(args.stages.split(","))
     if not stages or not stages <= set(STAGES):
@@ -246,7 +260,8 @@ def main() -> None:
         kept = json.loads(previous.read_text())
         report.update({k: kept[k] for k in ("data", "one_epoch", "scaling", "efficiency") if k in kept})
         for stage in stages:
-            report[stage.replace("-", "_")] = []
+            if not (args.append and stage == "one-epoch"):
+                report[stage.replace("-", "_")] = []
 
     def save() -> None:  # after every stage: a long run that dies keeps what it measured
         args.out.mkdir(parents=True, exist_ok=True)
@@ -256,8 +271,9 @@ def main() -> None:
         report["data"][str(rows)] = prepared_set(args.work, rows, keep_raw=args.keep_raw)
         save()
     for rows in epoch_rows if "one-epoch" in stages else ():
+        extra = tuple(args.train_args.split())
         result = train_one_epoch(args.work / f"rows-{rows}" / "prepared", args.work / "runs" / f"phase1-{rows}",
-                                 phase="neuron-masking", processes=1, threads=CPUS)
+                                 phase="neuron-masking", processes=1, threads=CPUS, extra=extra)
         report["one_epoch"].append({"epoch_rows": report["data"][str(rows)]["rows"]["train"], **result})
         save()
     for phase, rows in (("neuron-masking", scaling_rows), ("expert-masking", args.phase2_rows)) if "scaling" in stages else ():
@@ -299,10 +315,13 @@ def render(report: dict) -> str:
             f"| {d['rows']['train']:,} | {d['generated_rows']:,} | {d['generate_rows_per_s']:,.0f} | {d['raw_parquet_bytes'] / 2**20:,.0f} | "
             f"{d['prepare_rows_per_s']:,.0f} | {d['prepare_peak_rss_mib']:,.0f} | {d['prepared_bytes'] / 2**20:,.0f} |"
         )
-    lines += ["", "| epoch (phase 1) rows | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) |", "|---:|---:|---:|---:|---|"]
+    lines += ["", "| epoch (phase 1) rows | extra train flags | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) | neurons kept per layer (of nominal) |",
+              "|---:|---|---:|---:|---:|---|---|"]
     for r in report["one_epoch"]:
         auc = " / ".join(f"{v:.4f}" for v in r["validation_auc"].values())
-        lines.append(f"| {r['epoch_rows']:,} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} |")
+        kept = r.get("neurons_kept")
+        kept_text = "n/a" if not kept else ", ".join(f"{k} / {n}" for k, n in zip(kept["kept"], kept["nominal"]))
+        lines.append(f"| {r['epoch_rows']:,} | {' '.join(r.get('train_args', [])) or '-'} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} | {kept_text} |")
     lines += ["", "| phase | rows | processes x threads | rows/s | peak RSS MiB (largest process) | peak RSS MiB (all processes) |",
               "|---|---:|---|---:|---:|---:|"]
     for r in report["scaling"]:

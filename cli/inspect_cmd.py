@@ -44,6 +44,14 @@ def _render(report) -> None:
     stdout.print(header)
     sizes = components_table("bytes by component", report.components, report.file_bytes)
     stdout.print(sizes)
+    if report.budget is not None:
+        b = report.budget
+        line = f"budget: {b['bytes']:,} bytes ({b.get('weights', '?')}); this file is {b['file_bytes']:,} bytes = {100 * b['share']:.1f}% of it"
+        if "range" in b:
+            line += f" ({'within' if b['within_range'] else 'outside'} the accepted {b['range'][0]:,}-{b['range'][1]:,})"
+        stdout.print(line)
+        if b.get("shrunk"):
+            stdout.print(f"what the trainer shrank: {b['shrunk']}")
     neurons = Table(title="neurons kept")
     neurons.add_column("layer")
     neurons.add_column("kept", justify="right")

@@ -40,6 +40,12 @@ def train(
     mask_threshold: float = typer.Option(_defaults_model.mask_threshold, "--mask-threshold", help="Binary mask = clamp(mu,0,1) > threshold."),
     ple_shared_experts: int = typer.Option(_defaults_model.ple_shared_experts, "--ple-shared-experts", help="PLE shared experts per level."),
     ple_task_experts: int = typer.Option(_defaults_model.ple_task_experts, "--ple-task-experts", help="PLE experts per task per level."),
+    budget: Optional[str] = typer.Option(
+        None, "--budget", help="Size of the compiled .mome file: 120000, 120KB, 1.5MB, 96KiB (KB = 1000 B, KiB = 1024 B). "
+        "The run compiles (with --weights = --budget-weights) into 0.85-1.0 x this size.",
+    ),
+    budget_weights: str = typer.Option("fp32", "--budget-weights", help="Precision the budget is for: fp32, fp16 or int8 (pass the same --weights to compile)."),
+    gate_schedule: str = typer.Option(_defaults_train.gate_schedule, "--gate-schedule", help="Gate updates: per-sample (step-count invariant) or per-step (old)."),
     batch_size: int = typer.Option(_defaults_train.batch_size, "--batch-size"),
     lr: float = typer.Option(_defaults_train.lr, "--lr", help="Adam learning rate of weights."),
     gate_lr: float = typer.Option(_defaults_train.gate_lr, "--gate-lr", help="Adam learning rate of gate parameters."),
@@ -59,6 +65,7 @@ def train(
     from mome_edge.extras import require_training_side
 
     require_training_side("train")  # first: everything below imports the training side
+    from mome_edge.budget import parse_size
     from mome_edge.runs import DatasetRef
 
     if sum(x is not None for x in (dataset, spec, prepared)) != 1:
@@ -72,6 +79,7 @@ def train(
     train_config = TrainConfig(
         epochs=epochs, neuron_epochs=neuron_epochs, harden_epochs=harden_epochs, batch_size=batch_size, lr=lr,
         gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
+        gate_schedule=gate_schedule, budget_bytes=None if budget is None else parse_size(budget), budget_weights=budget_weights,
     )
     if prepared is not None:
         ref = DatasetRef.prepared(prepared, seed=split_seed)
@@ -107,6 +115,12 @@ def render_summary(out: Path, model: str, summary: dict, tasks: tuple[str, ...],
         rows.insert(1, (f"{model} before hardening (test)", summary["before_hardening"]["test"]))
     stdout.print(metrics_table(f"run {out}", rows, tasks))
     stdout.print(f"parameters: {summary['parameters']:,}   median seconds/epoch: {summary['seconds_per_epoch']:.2f}")
+    if "budget" in summary:
+        b = summary["budget"]
+        stdout.print(
+            f"budget {b['bytes']:,} bytes ({b['weights']}): `mome-edge compile {out} -o MODEL.mome --weights {b['weights']}` writes "
+            f"{b['achieved_bytes']:,} bytes ({100 * b['achieved_bytes'] / b['bytes']:.1f}% of the budget)"
+        )
 
 
 def epochs_table(title: str, history: list[dict]):

@@ -7,11 +7,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, TypeVar
 
-from mome_edge.contract import MODEL_KINDS
+from mome_edge.contract import MODEL_KINDS, WEIGHT_FORMATS
 from mome_edge.errors import ConfigError
 
 CONFIG_SCHEMA_VERSION = 1
 NORM_KINDS = ("batch", "none")
+GATE_SCHEDULES = ("per-sample", "per-step")
+# gate_lr is the per-step Adam rate of the gates at these reference sizes; the "per-sample"
+# schedule rescales it to the actual batch size and epoch length (see TrainConfig).
+GATE_LR_REFERENCE_BATCH = 512
+GATE_LR_REFERENCE_ROWS = 60_000
 
 
 def _require(ok: bool, field: str, value: Any, allowed: str) -> None:
@@ -42,6 +47,9 @@ class ModelConfig:
     mask_threshold: float = 0.5
     ple_shared_experts: int = 4
     ple_task_experts: int = 2
+    # MoME: also gate the last base layer's outputs in the neuron phase (they feed the towers,
+    # the largest part of a small model); the budgeted trainer turns this on.
+    gate_outputs: bool = False
 
     def __post_init__(self) -> None:
         _require(self.kind in MODEL_KINDS, "model", self.kind, f"use one of {', '.join(MODEL_KINDS)}")
@@ -73,6 +81,14 @@ class TrainConfig:
     patience: int = 3
     seed: int = 0
     max_train_rows: int | None = None
+    # Gates: "per-sample" (default): Adam's per-step rate for the gates is
+    # gate_lr * sqrt(B / 512) * 60,000 / N (N training rows), so that an epoch moves a gate
+    # the same distance whatever the batch size and epoch length (train/gate_schedule.py);
+    # "per-step": gate_lr per step (before issue 11: pruning grew with the number of steps).
+    gate_schedule: str = "per-sample"
+    # --budget: bytes of the compiled .mome file (with budget_weights), or None
+    budget_bytes: int | None = None
+    budget_weights: str = "fp32"
 
     def __post_init__(self) -> None:
         _require(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", self.epochs, "use an integer >= 1")
@@ -87,6 +103,10 @@ class TrainConfig:
             _require(value >= 0 and math.isfinite(value), name, value, "use a number >= 0")
         _require(self.patience >= 1, "patience", self.patience, "use an integer >= 1")
         _require(self.max_train_rows is None or self.max_train_rows >= 2, "max_train_rows", self.max_train_rows, "use an integer >= 2")
+        _require(self.gate_schedule in GATE_SCHEDULES, "gate_schedule", self.gate_schedule, f"use one of {', '.join(GATE_SCHEDULES)}")
+        _require(self.budget_bytes is None or (isinstance(self.budget_bytes, int) and self.budget_bytes > 0), "budget",
+                 self.budget_bytes, "use a positive size such as 100KB")
+        _require(self.budget_weights in WEIGHT_FORMATS, "budget_weights", self.budget_weights, f"use one of {', '.join(WEIGHT_FORMATS)}")
 
     def expert_epochs(self, kind: str) -> int:
         """Phase-2 epochs of MoME; raises when the budget leaves none."""

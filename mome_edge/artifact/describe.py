@@ -53,6 +53,7 @@ class ArtifactReport:
     dense_mmoe_experts: int  # the configured number of experts that MMoE has
     test_auc: dict[str, float | None] = field(default_factory=dict)
     source_run: str | None = None
+    budget: dict[str, Any] | None = None  # the run's --budget report (training metadata), with this file's bytes
 
     @property
     def ratio(self) -> float:
@@ -85,6 +86,7 @@ class ArtifactReport:
             "ratio": self.ratio,
             "ratio_tensors": self.ratio_tensors,
             "test_auc": dict(self.test_auc),
+            "budget": None if self.budget is None else dict(self.budget),
         }
 
 
@@ -154,6 +156,7 @@ def describe_artifact(source: str | Path | LoadedArtifact) -> ArtifactReport:
         ),
         test_auc={str(t): _number(m.get("auc")) for t, m in test.items() if isinstance(m, Mapping)} if isinstance(test, Mapping) else {},
         source_run=meta.get("source_run") if isinstance(meta.get("source_run"), str) else None,
+        budget=_budget(meta, loaded.file_bytes),
     )
 
 
@@ -263,3 +266,20 @@ def plot_artifact(report: ArtifactReport, path: str | Path) -> None:
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _budget(meta: Mapping[str, Any], file_bytes: int) -> dict[str, Any] | None:
+    """The --budget the run was trained for (free-form metadata: only well-formed fields),
+    against this file's size; None for a run without a budget."""
+    training = meta.get("training")
+    budget = training.get("budget") if isinstance(training, Mapping) else None
+    if not isinstance(budget, Mapping) or not isinstance(budget.get("bytes"), int) or budget["bytes"] <= 0:
+        return None
+    out: dict[str, Any] = {"bytes": budget["bytes"], "file_bytes": file_bytes, "share": file_bytes / budget["bytes"]}
+    for key in ("weights", "achieved_bytes", "smallest_bytes", "shrunk"):
+        if isinstance(budget.get(key), (int, str)) and not isinstance(budget.get(key), bool):
+            out[key] = budget[key]
+    if isinstance(budget.get("range"), list) and len(budget["range"]) == 2 and all(isinstance(v, int) for v in budget["range"]):
+        out["range"] = list(budget["range"])
+        out["within_range"] = budget["range"][0] <= file_bytes <= budget["range"][1]
+    return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mome_edge.contract import MODEL_KINDS
+from mome_edge.contract import MODEL_KINDS, WEIGHT_FORMATS  # noqa: F401  (the format's vocabulary)
 
 FORMAT_NAME = "mome-edge-artifact"
 FORMAT_VERSION = 1
@@ -19,7 +19,6 @@ MAX_TENSORS = 65_536  # tensors per file: about two per categorical field plus a
 # MASK_EXPANSION_CAP bytes per file byte, so that a small file cannot claim gigabytes.
 MASK_DECODE_ALLOWANCE = 64 * 1024 * 1024  # bytes
 MASK_EXPANSION_CAP = 256  # decoded bytes per file byte beyond the allowance
-WEIGHT_FORMATS = ("fp32", "fp16", "int8")
 KINDS = MODEL_KINDS  # every kind the trainer builds can be written
 COMPONENTS = ("embeddings", "base_weights", "expert_masks", "expert_affine", "task_gates", "towers", "indices", "manifest")
 

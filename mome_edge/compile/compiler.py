@@ -306,7 +306,7 @@ def run_metadata(run_dir: str | Path, info, summary: Mapping[str, Any]) -> dict[
     spec_path = dataset.pop("spec_path", None)
     dataset["spec_file"] = Path(spec_path).name if spec_path else None
     keys = ("validation", "test", "selected_epoch", "epochs_run", "phase", "parameters", "before_hardening",
-            "hardening_auc_change", "neuron_pruning", "masks")
+            "hardening_auc_change", "neuron_pruning", "masks", "budget")
     return {
         "producer": f"mome-edge {__version__}",
         "source_run": Path(run_dir).resolve().name,

@@ -26,7 +26,9 @@ from mome_edge.errors import ArtifactError, ConfigError
 from mome_edge.metrics import mean_auc, task_metrics
 from mome_edge.runs import MODEL_FILE, DatasetRef, RunInfo, checkpoint_paths, read_run_info
 from mome_edge.train.checkpoint import load_tensors, read_checkpoint, restore_optimizer
+from mome_edge.train.budget_plan import BudgetPlan, artifact_metadata, placeholder_summary, plan_budget
 from mome_edge.train.distributed import DistributedContext, ModelWrapper, context_from_env
+from mome_edge.train.gate_schedule import GateSchedule, gate_step_rate
 from mome_edge.train.model import MoME, MultiTaskModel, build_model, count_parameters
 from mome_edge.train.phases import TRANSITIONS, TrainingPhase, phase_over, remove_closed_neurons, start_hardening
 from mome_edge.train.reporting import auc_change, log_epoch, mask_stats, peak_rss_mb, progress_bar, pruning_json
@@ -97,13 +99,16 @@ def evaluate_model(model: MultiTaskModel, data: MultiTaskData) -> dict[str, dict
     return task_metrics(data.labels, predict_proba(model, data), data.spec.tasks)
 
 
-def make_optimizer(model: MultiTaskModel, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: MultiTaskModel, config: TrainConfig, *, train_rows: int | None = None) -> torch.optim.Optimizer:
+    """Adam over weights (lr) and gates (the gate schedule's per-step rate for `train_rows`
+    rows per epoch; config.gate_lr when not given)."""
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     gates = [p for n, p in trainable if "gate_mu" in n]
     weights = [p for n, p in trainable if "gate_mu" not in n]
     groups = [{"params": weights, "lr": config.lr, "weight_decay": config.weight_decay}]
     if gates:
-        groups.append({"params": gates, "lr": config.gate_lr, "weight_decay": 0.0})
+        rate = config.gate_lr if train_rows is None else gate_step_rate(config, train_rows)
+        groups.append({"params": gates, "lr": rate, "weight_decay": 0.0})
     return torch.optim.Adam(groups)
 
 
@@ -138,6 +143,23 @@ class Trainer:
         train_config.expert_epochs(model_config.kind)  # validates the MoME budget early
         self.history: list[dict[str, Any]] = []
         self._forward = ModelWrapper(self.dist)
+        self.schedule = GateSchedule(train_config, self.data.train_rows(), weights=train_config.budget_weights)
+        self.budget: BudgetPlan | None = None
+        if train_config.budget_bytes is not None:
+            # before the run folder exists: an unreachable budget trains and writes nothing
+            self.model_config, self.budget = plan_budget(model_config, train_config, self.data.spec, dataset, self.run_dir)
+            for line in self.budget.changes:
+                self.console.print(f"[dim]budget: {line}[/dim]")
+        self._gate_costs: list[torch.Tensor] | None = None
+
+    def _optimizer(self, model: MultiTaskModel) -> torch.optim.Optimizer:
+        return make_optimizer(model, self.config, train_rows=self.data.train_rows())
+
+    def _run_info(self) -> RunInfo:
+        return RunInfo(model_config=self.model_config, train_config=self.config, dataset=self.dataset, feature_spec=self.data.spec)
+
+    def _metadata(self, summary: dict[str, Any]) -> dict[str, Any]:
+        return artifact_metadata(self.run_dir, self._run_info(), summary)
 
     # ----- set-up and resume -------------------------------------------------------------
     def _fresh(self) -> tuple[MultiTaskModel, TrainingState]:
@@ -156,7 +178,7 @@ class Trainer:
                 checkpoint = read_checkpoint(path)
                 model = build_model(self.model_config, self.data.spec, checkpoint.meta["structure"])
                 model.load_state_dict(checkpoint.model_state)
-                optimizer = make_optimizer(model, self.config)
+                optimizer = self._optimizer(model)
                 restore_optimizer(optimizer, checkpoint.optimizer_tensors, checkpoint.meta["optimizer"])
                 torch.set_rng_state(checkpoint.rng_state)
                 state = TrainingState(**checkpoint.meta["state"])
@@ -177,7 +199,7 @@ class Trainer:
         if restored is None:
             model, state = self._fresh()
             best: dict[str, torch.Tensor] = {}
-            optimizer = make_optimizer(model, self.config)
+            optimizer = self._optimizer(model)
         else:
             model, state, best, optimizer = restored
         if state.done:
@@ -218,11 +240,24 @@ class Trainer:
         if following is None:
             model.load_state_dict(best)
             state.done = True
-            return model, make_optimizer(model, self.config), best
+            return model, self._optimizer(model), best
         assert isinstance(model, MoME)  # only MoME has more than one phase
         if following is TrainingPhase.EXPERT_MASKING:
-            model, report = remove_closed_neurons(model, spec)
+            keep = None
+            if self.budget is not None:
+                from mome_edge.compile.sizing import mome_neuron_keep
+
+                metadata = self._metadata(placeholder_summary(spec.tasks, "mome"))
+                keep, switch_bytes = mome_neuron_keep(model, spec, target_bytes=self.budget.ceiling_bytes,
+                                                      weights=self.budget.weights, metadata=metadata)
+                state.reports.setdefault("budget_steps", {})["neuron_switch_bytes"] = switch_bytes
+            # with a budget the experts start as the fully open base that the neuron budget sized,
+            # and stay open unless their task signal closes them (no expert penalty: every
+            # closed weight would have to pay for its mask bits, see plan_budget)
+            model, report = remove_closed_neurons(model, spec, keep=keep, expert_mu_init=None if keep is None else 1.0)
             state.reports["neuron_pruning"] = pruning_json(report)
+            if keep is not None:
+                state.reports["budget_steps"]["neurons"] = {"kept": list(report.kept), "nominal": list(report.nominal)}
             self.console.print(f"[bold]phase switch[/bold]: neurons kept per layer {report.kept} of {report.nominal}")
         elif following is TrainingPhase.HARDENING:
             model.load_state_dict(best)
@@ -233,7 +268,18 @@ class Trainer:
                 "test": self._evaluate(model, "test"),
                 "fractional_gates": stats["fractional"],
             }
-            model = start_hardening(model, spec)
+            if self.budget is None:
+                model = start_hardening(model, spec)
+            else:
+                from mome_edge.compile.sizing import METADATA_MARGIN_BYTES, trim_expert_masks
+
+                metadata = self._metadata(placeholder_summary(spec.tasks, "mome"))
+                model, trim = trim_expert_masks(
+                    model, spec, low_bytes=self.budget.low_bytes + METADATA_MARGIN_BYTES, high_bytes=self.budget.ceiling_bytes,
+                    weights=self.budget.weights, metadata=metadata,
+                )
+                state.reports.setdefault("budget_steps", {})["expert_masks"] = trim
+                self.console.print(f"[bold]budget[/bold]: expert masks at density {trim['density']:.3f} -> {trim['bytes']:,} bytes")
             self.console.print(
                 f"[bold]hardening[/bold]: {100 * stats['fractional']:.1f}% of expert gates were strictly between 0 and 1; "
                 f"masks are binary from here on"
@@ -241,12 +287,20 @@ class Trainer:
         state.phase = following
         state.epochs_in_phase = state.bad_epochs = 0
         state.best_score, state.best_epoch = -math.inf, 0
-        return model, make_optimizer(model, self.config), {}
+        self._gate_costs = None
+        return model, self._optimizer(model), {}
 
     def _train_epoch(self, model: MultiTaskModel, optimizer: torch.optim.Optimizer, state: TrainingState) -> dict[str, Any]:
         model.train()
         forward = self._forward(model)
-        penalty_weight = TRANSITIONS[state.phase].penalty_weight(self.config)
+        steering = self.budget is not None and state.phase is TrainingPhase.NEURON_MASKING and isinstance(model, MoME)
+        costs = self._costs(model)
+        if steering:  # lambda follows the expected bytes (a function of the gates: nothing to checkpoint)
+            weight = self.schedule.steer(model, costs, self.budget.target_share)
+        elif self.budget is not None and state.phase is TrainingPhase.EXPERT_MASKING:
+            weight = 0.0  # the budget was spent at the neuron switch; the masks are trimmed to it at hardening
+        else:
+            weight = TRANSITIONS[state.phase].penalty_weight(self.config)
         plan = dict(batch_size=self.config.batch_size, seed=self.config.seed, epoch=state.epoch, ctx=self.dist)
         n_batches = self.data.num_train_batches(**plan)
         loss_sum = penalty_sum = 0.0
@@ -255,10 +309,12 @@ class Trainer:
             for cat, num, labels in self.data.train_batches(**plan):
                 logits = forward(cat, num)
                 task_loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(0).sum()
-                penalty = model.penalty(penalty_weight)
+                penalty = self.schedule.loss_penalty(model, weight, costs if self.budget is not None else None)
                 optimizer.zero_grad(set_to_none=True)
                 (task_loss + penalty).backward()
                 optimizer.step()
+                if steering:
+                    weight = self.schedule.steer(model, costs, self.budget.target_share)
                 loss_sum += float(task_loss.detach())
                 penalty_sum += float(penalty.detach())
                 advance()
@@ -269,12 +325,21 @@ class Trainer:
             "phase": state.phase.value,
             "train_loss": loss_sum / max(n_batches, 1),
             "penalty": penalty_sum / max(n_batches, 1),
+            "penalty_weight": weight,
             "seconds": seconds,
             "rows_per_s": self.data.train_rows() / seconds if seconds > 0 else None,
             "peak_rss_mb": peak_rss_mb(),
             "validation": validation,
             "masks": mask_stats(model),
         }
+
+    def _costs(self, model: MultiTaskModel) -> list[torch.Tensor] | None:
+        """Relative bytes of each gate of the current phase (constant within a phase)."""
+        if not isinstance(model, MoME):
+            return None
+        if self._gate_costs is None:
+            self._gate_costs = self.schedule.relative_costs(model)
+        return self._gate_costs
 
     def _evaluate(self, model: MultiTaskModel, split: str) -> dict[str, dict[str, float | None]]:
         return self.data.evaluate(lambda cat, num: predict_arrays(model, cat, num), split, self.dist)
@@ -283,8 +348,7 @@ class Trainer:
     def _prepare_run_dir(self, resume: bool) -> None:
         try:
             if self.dist.is_main:
-                info = RunInfo(model_config=self.model_config, train_config=self.config, dataset=self.dataset, feature_spec=self.data.spec)
-                prepare_run_folder(self.run_dir, info, resume=resume)
+                prepare_run_folder(self.run_dir, self._run_info(), resume=resume)
         finally:
             self.dist.barrier()
 
@@ -314,11 +378,36 @@ class Trainer:
         if isinstance(model, MoME):
             summary["masks"] = mask_stats(model)
             summary["hardening_auc_change"] = auc_change(state.reports.get("before_hardening", {}).get("test"), test)
+        if self.budget is not None:
+            summary["budget"] = self._budget_report(model, summary)
         if self.dist.is_main:
             write_metrics(self.run_dir, self.history)  # also when resumed after the last checkpoint
             write_final(self.run_dir, model, model.structure(), summary)
         self.dist.barrier()
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
+
+    def _budget_report(self, model: MultiTaskModel, summary: dict[str, Any]) -> dict[str, Any]:
+        """The budget, the bytes `mome-edge compile` will write, and where they go.
+
+        The report is part of the manifest it measures: iterate to the fixed point (the byte
+        count's own digits change the file's length by at most a few bytes)."""
+        from mome_edge.compile.sizing import compiled_size
+
+        plan = self.budget
+        assert plan is not None
+        report: dict[str, Any] = {
+            "bytes": plan.budget_bytes, "weights": plan.weights, "range": [plan.low_bytes, plan.budget_bytes],
+            "smallest_bytes": plan.smallest_bytes, "shrunk": "; ".join(plan.changes + _budget_steps_text(summary.get("budget_steps", {}))),
+            **summary.pop("budget_steps", {}),
+            "achieved_bytes": plan.budget_bytes, "within_range": True, "components": {},
+        }
+        for _ in range(6):
+            size = compiled_size(model, self.data.spec, weights=plan.weights, metadata=self._metadata({**summary, "budget": report}))
+            if size.bytes == report["achieved_bytes"] and size.components == report["components"]:
+                break
+            report.update(achieved_bytes=size.bytes, components=size.components,
+                          within_range=plan.low_bytes <= size.bytes <= plan.budget_bytes)
+        return report
 
     def _stopped(self, model: MultiTaskModel, state: TrainingState) -> TrainResult:
         """The result of an invocation stopped on request: no final model yet, only checkpoints."""
@@ -334,6 +423,19 @@ class Trainer:
             f"[bold]stopped[/bold] after epoch {state.epoch} ({last}); continue with --resume and no (or a larger) --stop-after-epoch"
         )
         return TrainResult(run_dir=self.run_dir, model=model, summary=summary)
+
+
+def _budget_steps_text(steps: dict[str, Any]) -> list[str]:
+    """MoME's budget steps for people: the neuron switch and the expert-mask choice."""
+    lines = []
+    if "neurons" in steps:
+        lines.append(f"neurons kept per layer {steps['neurons']['kept']} of {steps['neurons']['nominal']} "
+                     f"(inputs of each layer, then outputs), fully open {steps['neuron_switch_bytes']:,} bytes")
+    trim = steps.get("expert_masks")
+    if trim:
+        how = "kept as trained" if not trim["trimmed"] else f"trained at {trim['natural_density']:.3f}, the most open {trim['density']:.3f} kept to fit"
+        lines.append(f"expert masks: density {trim['density']:.3f} ({how})")
+    return lines
 
 
 def train(

@@ -19,7 +19,7 @@ from torch import nn
 
 from mome_edge.config import ModelConfig
 from mome_edge.encoding import FeatureSpec
-from mome_edge.train.gates import open_probability_sum
+from mome_edge.train.gates import GATE_MU_INIT, open_probability_sum, stochastic_gate
 from mome_edge.train.layers import (
     DenseExpertLinear,
     FieldEmbeddings,
@@ -241,6 +241,10 @@ class MoME(MultiTaskModel):
         if self.phase is Phase.NEURON_MASKING:
             self.base = nn.ModuleList(NeuronGatedLinear(a, b, sigma=config.gate_sigma) for a, b in sizes)
             self.norms = nn.ModuleList(make_norm(config.norm, 1, b) for _, b in sizes)
+            if config.gate_outputs:
+                # one gate per output of the last base layer: a closed one removes that layer's
+                # row, its per-expert affine and a column of every tower's first layer
+                self.output_gate_mu = nn.Parameter(torch.full((self.hidden[-1],), GATE_MU_INIT))
         else:
             mode = GateMode.SOFT if self.phase is Phase.EXPERT_MASKING else GateMode.HARD
             self.base = nn.ModuleList(
@@ -259,14 +263,23 @@ class MoME(MultiTaskModel):
             h = x0
             for linear, norm in zip(self.base, self.norms):
                 h = torch.relu(norm(linear(h).unsqueeze(0))).squeeze(0)  # (B, out)
+            if self.has_output_gates:
+                h = h * stochastic_gate(self.output_gate_mu, self.config.gate_sigma, training=self.training)  # (B, out)
             return h.unsqueeze(0).expand(self.num_tasks, -1, -1)
         h = x0
         for linear, norm in zip(self.base, self.norms):
             h = torch.relu(norm(linear(h)))  # (E, B, out)
         return self.gates(x0, h)
 
+    @property
+    def has_output_gates(self) -> bool:
+        return self.phase is Phase.NEURON_MASKING and self.config.gate_outputs
+
     def gate_mus(self) -> list[torch.Tensor]:
-        return [layer.gate_mu for layer in self.base]
+        """Every gate parameter of the current phase: one tensor per base layer (inputs, or
+        expert weights), then the output gates when the model has them."""
+        mus = [layer.gate_mu for layer in self.base]
+        return [*mus, self.output_gate_mu] if self.has_output_gates else mus
 
     def expected_open_fraction(self) -> torch.Tensor:
         """Mean of Phi(mu / sigma) over every gate of the current phase (count-weighted)."""

@@ -73,22 +73,46 @@ class NeuronPruningReport:
     fractional_gates: float  # share of neuron gates strictly in (0, 1), folded into weights
 
 
+def expected_gate_value(mu: torch.Tensor, sigma: float, points: int = 64) -> torch.Tensor:
+    """E[clamp(mu + eps, 0, 1)], eps ~ N(0, sigma^2) = integral over t in (0, 1) of Phi((mu - t) / sigma)."""
+    t = (torch.arange(points, dtype=mu.dtype) + 0.5) / points  # midpoint rule
+    return torch.special.ndtr((mu.unsqueeze(-1) - t) / sigma).mean(-1)
+
+
 @torch.no_grad()
-def remove_closed_neurons(model: MoME, spec: FeatureSpec, *, expert_mu_init: float | None = None) -> tuple[MoME, NeuronPruningReport]:
+def remove_closed_neurons(
+    model: MoME, spec: FeatureSpec, *, expert_mu_init: float | None = None, keep: list[torch.Tensor] | None = None,
+) -> tuple[MoME, NeuronPruningReport]:
     """Freeze the neuron gates, fold them into the weights and drop closed neurons.
 
     Input i of layer l is closed when clamp(mu_l[i], 0, 1) == 0. Open gate values scale
     columns of W_l (exact in eval). For l > 1 the matching output of layer l-1 (weight row,
     bias, normalisation channel) goes too; for l = 1 the embedding dimension or numerical
-    feature is removed from the input. Returns an EXPERT_MASKING model whose experts all
+    feature is removed from the input. With output gates (config.gate_outputs) a closed
+    output of the last layer removes its row and a column of every tower's first layer; open
+    output gates fold into those columns. Returns an EXPERT_MASKING model whose experts all
     start as the pruned base, with normalisation statistics copied to every expert.
+
+    `keep` (bool, one per tensor of `model.gate_mus()`) overrides which neurons stay: the
+    budget's top-k. A kept neuron whose gate is closed in eval (mu <= 0) is folded with its
+    expected training-time value E[clamp(mu + eps, 0, 1)], the scale it was trained with.
     """
     if model.phase is not Phase.NEURON_MASKING:
         raise ValueError(f"neurons are removed once, after phase {Phase.NEURON_MASKING.value}; this model is in {model.phase.value}")
     config = model.config
-    gates = [torch.clamp(layer.gate_mu, 0.0, 1.0) for layer in model.base]
-    keeps = [g > 0 for g in gates]
+    mus = model.gate_mus()
+    gates = [torch.clamp(mu, 0.0, 1.0) for mu in mus]
+    if keep is None:
+        keeps = [g > 0 for g in gates]
+    else:
+        keeps = [k.to(torch.bool) for k in keep]
+        if [k.shape for k in keeps] != [g.shape for g in gates]:
+            raise ValueError("keep needs one bool tensor per gate tensor, of the same shape")
+        gates = [torch.where(k & (g == 0), expected_gate_value(mu, config.gate_sigma), g) for k, g, mu in zip(keeps, gates, mus)]
     fractional = float(torch.cat([((g > 0) & (g < 1)).float() for g in gates]).mean())
+    layers = len(model.base)
+    output_gate = gates[layers] if model.has_output_gates else None
+    output_keep = keeps[layers] if model.has_output_gates else torch.ones(model.hidden[-1], dtype=torch.bool)
 
     # Layer 1's inputs are the embedding dimensions (field by field) then the numericals.
     first_keep = keeps[0]
@@ -101,7 +125,7 @@ def remove_closed_neurons(model: MoME, spec: FeatureSpec, *, expert_mu_init: flo
         offset += dim
     numerical_keep = model.embeddings.numerical_keep[first_keep[offset:]].tolist()
 
-    hidden = [int(k.sum()) for k in keeps[1:]] + [model.hidden[-1]]
+    hidden = [int(k.sum()) for k in keeps[1:layers]] + [int(output_keep.sum())]
     structure = {**model.structure(), "phase": Phase.EXPERT_MASKING.value, "embed_dims": embed_dims,
                  "numerical_keep": numerical_keep, "hidden": hidden}
     pruned = MoME(config, spec, structure)
@@ -116,7 +140,7 @@ def remove_closed_neurons(model: MoME, spec: FeatureSpec, *, expert_mu_init: flo
     for l, (old, new) in enumerate(zip(model.base, pruned.base)):
         weight = (old.weight * gates[l])[:, keeps[l]]
         bias = old.bias
-        out_keep = keeps[l + 1] if l + 1 < len(keeps) else torch.ones_like(bias, dtype=torch.bool)
+        out_keep = keeps[l + 1] if l + 1 < layers else output_keep
         new.weight.copy_(weight[out_keep])
         new.bias.copy_(bias[out_keep])
         if expert_mu_init is not None:
@@ -127,7 +151,12 @@ def remove_closed_neurons(model: MoME, spec: FeatureSpec, *, expert_mu_init: flo
                 source = getattr(old_norm, name)[:, out_keep]  # (1, C) -> expand to (E, C)
                 getattr(new_norm, name).copy_(source.expand_as(getattr(new_norm, name)))
 
-    pruned.towers.load_state_dict(model.towers.state_dict())
+    towers = model.towers.state_dict()
+    if output_gate is not None:
+        # relu(.) * g_j feeds column j of each tower's first layer: fold g_j there (exact in eval)
+        first = towers["layers.0.weight"] * output_gate  # (T, out, in)
+        towers["layers.0.weight"] = first[:, :, output_keep]
+    pruned.towers.load_state_dict(towers)
     report = NeuronPruningReport(
         kept=tuple(int(k.sum()) for k in keeps),
         nominal=tuple(int(k.numel()) for k in keeps),
