@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mome_edge.exporters import onnx_bitset
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
@@ -51,6 +52,12 @@ META_STORAGE = "mome.storage"
 META_OOV_ID = "mome.oov_id"
 META_BIT_ORDER = "mome.bit_order"
 META_MODEL_METADATA = "mome.model_metadata"
+META_MODE = "mome.mode"  # speed | memory (exporters.onnx_bitset)
+# float32 bytes of dense expert weights a session of this file holds once it runs (all of them
+# in speed mode; in memory mode the largest single rebuilt expert plus any unmasked layers):
+# what Predictor(memory_budget_mb=...) is checked against
+META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
+DEPLOY_MODES = onnx_bitset.MODES
 
 
 @dataclass(frozen=True)
@@ -102,11 +109,18 @@ class GraphInfo:
     bitset_initializers: list[str] = field(default_factory=list)
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
+    expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed mode holds)
+    one_expert_bytes: int = 0  # the largest single dense expert + its bool mask (what memory mode holds at once)
+    dense_layer_bytes: int = 0  # float32 bytes of expert layers stored dense (no masks, or experts="dense")
+
+    def resident_expert_bytes(self, mode: str) -> int:
+        return self.dense_layer_bytes + (self.one_expert_bytes if mode == "memory" else self.expert_bytes)
 
 
 class _Builder:
-    def __init__(self, opset: int) -> None:
+    def __init__(self, opset: int, mode: str = "speed") -> None:
         self.opset = opset
+        self.mode = mode
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self.info = GraphInfo()
@@ -333,31 +347,26 @@ def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, sourc
 
 
 def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
-    """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV)."""
+    """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV).
+
+    One row Gather per kept field (its table is (V_f, k_f)); the ids are checked once for
+    all fields, (B, F). (A single flat table read element by element needs (B, d0) int64
+    index tensors: 8 bytes per embedding value per row, 40 MB of temporaries at batch 512
+    with 16 fields x 128.)
+    """
     parts = []
     if model.field_index:
-        # One flat table holding every kept embedding, read with per-column element indices:
-        # column c of x0 (field f, dimension j) reads flat[base_f + id_f * k_f + j]. Three
-        # Gathers whatever the number of fields, and no padding when fields differ in width.
-        field_of, width_of, offset_of, vocab_of = [], [], [], []
-        base = 0
-        for field_id, table in zip(model.field_index, model.embeddings):
-            vocab, width = table.shape
-            field_of += [field_id] * width
-            width_of += [width] * width
-            offset_of += [base + j for j in range(width)]
-            vocab_of += [vocab] * width
-            base += vocab * width
-        flat = _flat_table(b, model, source)
-        ids = b.op("Gather", [INPUT_CATEGORICAL, b.i64("field_of_column", field_of)], stem="ids", axis=1)  # (B, C)
+        fields = b.i64("kept_fields", list(model.field_index))
+        ids = b.op("Gather", [INPUT_CATEGORICAL, fields], stem="ids", axis=1)  # (B, F kept)
+        vocab = [int(t.shape[0]) for t in model.embeddings]
         ok = b.op("And", [
             b.op("GreaterOrEqual", [ids, b.i64("zero", 0)], stem="ids_nonneg"),
-            b.op("Less", [ids, b.i64("vocab_of_column", vocab_of)], stem="ids_in_vocab"),
+            b.op("Less", [ids, b.i64("vocab_of_field", vocab)], stem="ids_in_vocab"),
         ], stem="ids_valid")
-        safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, C), in range
-        index = b.op("Add", [b.op("Mul", [safe, b.i64("width_of_column", width_of)], stem="row_start"),
-                             b.i64("offset_of_column", offset_of)], stem="flat_index")
-        parts.append(b.op("Gather", [flat, index], stem="embedded", axis=0))  # (B, C)
+        safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, F), in range
+        for i, table in enumerate(_field_tables(b, model, source)):
+            column = b.op("Gather", [safe, b.i64(f"field{i}", i)], stem=f"ids_field{i}", axis=1)  # (B,)
+            parts.append(b.op("Gather", [table, column], stem=f"embedded{i}", axis=0))  # (B, k_f)
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
@@ -371,18 +380,16 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     return b.op("Concat", parts, stem="x0", axis=1)  # (B, d0)
 
 
-def _flat_table(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
-    stored = [_stored(source, f"embeddings.{i}", t) for i, t in enumerate(model.embeddings)]
-    if all(s.storage == "fp32" for s in stored):
-        flat = np.concatenate([s.data.reshape(-1) for s in stored]).astype(np.float32)
-        return b.const("embedding_values", flat, storage="fp32")
-    pieces = []
-    for i, s in enumerate(stored):
-        t = _decode(b, f"embedding{i}", s)
-        pieces.append(b.op("Reshape", [t, b.i64("shape", [-1])], stem=f"embedding{i}_flat", decode=True))
-    out = b.op("Concat", pieces, stem="embedding_values", decode=True, axis=0) if len(pieces) > 1 else pieces[0]
-    b.info.decode_shapes[out] = (int(sum(t.size for t in model.embeddings)),)
-    return out
+def _field_tables(b: _Builder, model: CompiledModel, source: WeightSource | None) -> list[str]:
+    """One float32 (V_f, k_f) table per kept field (fp16/int8 ones decoded, folded at load)."""
+    tables = []
+    for i, table in enumerate(model.embeddings):
+        stored = _stored(source, f"embeddings.{i}", table)
+        name = _decode(b, f"embedding{i}", stored)
+        if stored.storage != "fp32":
+            b.info.decode_shapes[name] = tuple(table.shape)
+        tables.append(name)
+    return tables
 
 
 def _select_columns(b: _Builder, h: str, index: np.ndarray | None, axis: int, stem: str) -> str:
@@ -396,6 +403,9 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     """x (B, in) shared -> (E, B, out)."""
     e_count, out_dim = layer.scale.shape
     x = _select_columns(b, x, layer.input_index, 1, stem)
+    if layer.masks is not None and experts_mode == "bitset":
+        return _bitset_layer(b, stem, layer, x, key, source, first=True)
+    b.info.dense_layer_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=True, experts_mode=experts_mode, source=source)  # (in, E*out)
     y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (B, E*out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
@@ -404,10 +414,24 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
 
 
+def _bitset_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, source: WeightSource | None, *,
+                  first: bool) -> str:
+    """A masked layer stored as bitsets, built for the export's deployment mode (exporters.onnx_bitset)."""
+    stored = _stored(source, key, layer.weight)
+    build = onnx_bitset.speed_layer if b.mode == "speed" else onnx_bitset.memory_layer
+    all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
+    b.info.expert_bytes += all_bytes
+    b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+    return build(b, stem, layer, h, first=first, stored=stored)
+
+
 def _later_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, experts_mode: str,
                  source: WeightSource | None) -> str:
     """h (E, B, in) per expert -> (E, B, out)."""
     h = _select_columns(b, h, layer.input_index, 2, stem)
+    if layer.masks is not None and experts_mode == "bitset":
+        return _bitset_layer(b, stem, layer, h, key, source, first=False)
+    b.info.dense_layer_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=False, experts_mode=experts_mode, source=source)  # (E, in, out)
     y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (E, B, out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
@@ -510,10 +534,20 @@ def check_task_names(tasks: tuple[str, ...]) -> None:
 
 
 def build_model(model: CompiledModel, *, experts: str, opset: int, source: WeightSource | None = None,
-                metadata: Mapping[str, str] | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
-    """The ONNX model of `model` (not checked, not simplified) and what the builder recorded."""
+                metadata: Mapping[str, str] | None = None, mode: str = "speed") -> tuple[onnx.ModelProto, GraphInfo]:
+    """The ONNX model of `model` (not checked, not simplified) and what the builder recorded.
+
+    mode: "speed" or "memory" (DEPLOY_MODES); it changes only masked layers stored as bitsets
+    (see exporters.onnx_bitset); "memory" needs experts="bitset".
+    """
     check_task_names(model.tasks)
-    b = _Builder(opset)
+    if mode not in DEPLOY_MODES:
+        raise ConfigError(f"mode={mode!r} is not a deployment mode; use one of {', '.join(DEPLOY_MODES)}")
+    if mode == "memory" and experts != "bitset":
+        raise ConfigError("mode 'memory' rebuilds experts from bitsets; use experts='bitset' (or mode 'speed' for dense experts)")
+    if mode == "memory" and opset < BITWISE_AND_OPSET:
+        raise ConfigError(f"mode 'memory' isolates mask bits with BitwiseAnd (opset {BITWISE_AND_OPSET}); use --opset {BITWISE_AND_OPSET} or later")
+    b = _Builder(opset, mode)
     x0 = _embed(b, model, source)
     if model.kind == "ple":
         h = _ple_trunk(b, model, x0, experts, source)
@@ -540,6 +574,8 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
         META_TASKS: json.dumps(list(model.tasks)),
         META_KIND: model.kind,
         META_EXPERTS: experts,
+        META_MODE: mode,
+        META_RESIDENT_EXPERT_BYTES: str(b.info.resident_expert_bytes(mode)),
         META_STORAGE: json.dumps(sorted(set(b.info.storage.values()))),
         META_OOV_ID: "0",
         META_BIT_ORDER: BIT_ORDER,
