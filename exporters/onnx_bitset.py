@@ -240,3 +240,4 @@ def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, store
     )
     trips = b.const(f"{stem}_expert_count", np.array(e_count, dtype=np.int64))
     return b.op("Loop", [trips, ""], stem=f"{stem}_out", body=body)  # (E, B, out): the stacked scan output
+

@@ -53,9 +53,9 @@ META_OOV_ID = "mome.oov_id"
 META_BIT_ORDER = "mome.bit_order"
 META_MODEL_METADATA = "mome.model_metadata"
 META_MODE = "mome.mode"  # speed | memory (exporters.onnx_bitset)
-# float32 bytes of dense expert weights a session of this file holds once it runs (all of them
-# in speed mode; in memory mode the largest single rebuilt expert plus any unmasked layers):
-# what Predictor(memory_budget_mb=...) is checked against
+# float32 bytes of masked experts a session of this file holds dense once it runs (all of them
+# in speed mode; in memory mode the largest single rebuilt expert and its bit planes): what
+# Predictor(memory_budget_mb=...) is checked against
 META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
 DEPLOY_MODES = onnx_bitset.MODES
 
@@ -109,12 +109,13 @@ class GraphInfo:
     bitset_initializers: list[str] = field(default_factory=list)
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
-    expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed mode holds)
+    expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
     one_expert_bytes: int = 0  # the largest single dense expert + its bool mask (what memory mode holds at once)
-    dense_layer_bytes: int = 0  # float32 bytes of expert layers stored dense (no masks, or experts="dense")
 
     def resident_expert_bytes(self, mode: str) -> int:
-        return self.dense_layer_bytes + (self.one_expert_bytes if mode == "memory" else self.expert_bytes)
+        """Bytes of masked experts a running session holds as dense float32 (layers without
+        masks are the model's own stored weights and do not count)."""
+        return self.one_expert_bytes if mode == "memory" else self.expert_bytes
 
 
 class _Builder:
@@ -405,7 +406,8 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     x = _select_columns(b, x, layer.input_index, 1, stem)
     if layer.masks is not None and experts_mode == "bitset":
         return _bitset_layer(b, stem, layer, x, key, source, first=True)
-    b.info.dense_layer_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
+    if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
+        b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=True, experts_mode=experts_mode, source=source)  # (in, E*out)
     y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (B, E*out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
@@ -431,7 +433,8 @@ def _later_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, e
     h = _select_columns(b, h, layer.input_index, 2, stem)
     if layer.masks is not None and experts_mode == "bitset":
         return _bitset_layer(b, stem, layer, h, key, source, first=False)
-    b.info.dense_layer_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
+    if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
+        b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=False, experts_mode=experts_mode, source=source)  # (E, in, out)
     y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (E, B, out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
