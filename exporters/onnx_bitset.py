@@ -1,32 +1,38 @@
 """Masked expert layers with bitset storage, in the two deployment modes (see docs/deployment.md).
 
-Both modes store the same things: the shared base weight in union layout (only the entries
-some expert uses, placed by a union bitset) and one bit per weight and expert. out8 is the
-output width rounded up to a multiple of 8 (pad bits and pad weights are zero, and the pad
-outputs are sliced off after the matmul).
+Both modes store one bit per weight and expert and the shared base weight once. out8 is the
+output width rounded up to a multiple of 8 (pad bits and pad weights are zero; pad outputs
+are sliced off after the matmul).
 
-speed:  the experts are computed by nodes whose inputs are all initializers, so ONNX
-        Runtime folds them once at session start (any default session does). The chain is
-        short and its only intermediate is a bool mask (1 byte per expert weight):
-            bytes (in, E, out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> bool (in, E, out8/8, 8)
-            Where(bits, base (in, 1, out8/8, 8), 0) -> Reshape (in, E*out8)   [first layer: one MatMul]
-        later layers the same with bytes (E, in, out8/8) -> (E, in, out8) and a batched MatMul.
+speed:  per expert e, a chain whose inputs are all initializers, so ONNX Runtime folds it
+        once at session start (any default session does):
+            bytes_e (in, out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool (in, out8)
+            -> Where(bits, base (in, out8), 0) -> W_e (in, out8)
+        then per call MatMul (B, in) @ W_e. One chain per expert (not one for all E):
+        folding then holds one expert's intermediates at a time, and the only one is a bool
+        mask (1 byte per weight). The base weight is stored in union layout (only entries
+        some expert uses, placed by a union bitset; int32 CumSum + Gather, folded too).
 memory: a Loop over the E experts; its body rebuilds one expert and multiplies with it:
-            bytes_e (1, in, C) -> BitwiseAnd(planes 128, 64, ..., 1) -> uint8 (8, in, C)
+            bytes_e (1, in, C) -> BitwiseAnd(bit planes 128, 64, ..., 1) -> uint8 (8, in, C)
             -> DequantizeLinear(scale = base / plane value, axis 0, block_size 1) -> W_e (8, in, C)
-            MatMul(x_e (B, in), W_e) -> (8, B, C)
-        with C = out8/8: bit k of byte (i, c) is column k*C + c (bit planes), so the one
-        elementwise op that isolates bits (BitwiseAnd) runs over long contiguous spans and
-        DequantizeLinear turns {0, 2^(7-k)} into the weight (base pre-divided by 2^(7-k),
-        exact in float32) in one fused pass; below opset 21 (no per-element
+            MatMul(x_e (B, in), W_e) -> (8, B, C) -> (B, out8), normalisation, ReLU
+        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the op
+        that isolates bits (BitwiseAnd) runs over long contiguous spans, and
+        DequantizeLinear turns {0, 2^(7-k)} into the weight in one fused pass (the base is
+        stored pre-divided by 2^(7-k): exact in float32). Below opset 21 (no per-element
         DequantizeLinear) Cast + Mul do the same in two passes. Every body node depends on
         the iteration number, so no optimiser can fold an expert back into a constant (ONNX
         Runtime's default ConstantFolding included), and one dense expert exists at a time.
-        The base weight's union decode has only initializer inputs: ONNX Runtime folds it
-        once at session start (one base-sized tensor, 1/E of the dense experts).
+        The base is stored whole in plane layout: the union decode's int32 intermediates
+        (several base-sized tensors while they are folded) would raise the load-time peak
+        by more than the bytes they save.
 
-The normalisation scale is applied after the matmul ((x @ (M_e * W)) * s_e): it is per
-output column, so it commutes with the matmul and the decoders never multiply by it.
+Measured alternatives (paper sizes, 1 thread; docs/deployment.md): a Gather from a bit
+lookup table + Where per call costs ~7 ns/byte-index and ~0.9 ns per element for Where;
+a gather/ScatterElements over sparse index lists ~14 ns per non-zero at batch 1 and grows
+with the batch; row blocks of all experts per Loop iteration were no faster than expert by
+expert and need running sums. The normalisation scale is applied after the matmul
+((x @ (M_e * W)) * s_e): it is per output column, so it commutes with the matmul.
 """
 
 from __future__ import annotations
@@ -206,10 +212,8 @@ def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
     """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time."""
     e_count, out_dim = layer.scale.shape
-    in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
-    cols = out8 // 8
-    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C)
+    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
     packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
     b.info.bitset_initializers.append(packed)
     planes = b.const("plane_values", PLANE_VALUES.reshape(8, 1, 1))

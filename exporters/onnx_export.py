@@ -13,11 +13,8 @@ on a sample batch (valid ids plus negative, out-of-vocabulary and int64-extreme 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path

@@ -3,19 +3,21 @@
 The graph has two parts, kept apart on purpose:
 
 * the *weight-decoding* subgraph: nodes whose inputs are all initializers and whose outputs
-  are float32 weights (unpack a bitset -> 0/1 -> multiply with the shared base weight;
-  dequantise int8 (Cast, Mul by scales); cast fp16). Any constant folding turns it back into dense float experts,
-  so the simplifier never sees it (see onnx_export._simplify) and the low-memory runtime
-  disables ONNX Runtime's ConstantFolding;
-* the *compute* subgraph: embeddings, expert layers, routing, towers.
+  are float32 weights (speed mode: bitset -> expert weights; the base weight's union layout;
+  dequantise int8 (Cast, Mul by scales); cast fp16). ONNX Runtime folds it once at session
+  start; the simplifier never sees it (see onnx_export._simplify), so the file keeps the
+  bitsets;
+* the *compute* subgraph: embeddings, expert layers (memory mode: a Loop that rebuilds one
+  expert per iteration, see exporters.onnx_bitset), routing, towers.
 
 Layouts inside the graph (B batch, E experts, T tasks):
-  first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side;
+  first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side
+                     (dense experts), or E MatMuls (B, in) @ (in, out) (bitset experts);
   later layers:      batched MatMul (E, B, in) @ (E, in, out);
   routing:           softmax gates (B, T, E) @ expert outputs (B, E, d) -> (B, T, d);
   towers:            batched MatMul (T, B, in) @ (T, in, out).
-Per-expert normalisation scales are folded into the expert weights *inside the decoder*
-(W_e = M_e * (W * s_e)), so the stored base weight stays shared.
+Dense experts have the per-expert normalisation scale folded in (W_e = M_e * W * s_e);
+bitset experts apply it after the matmul, so the stored base weight stays shared.
 """
 
 from __future__ import annotations
@@ -188,29 +190,10 @@ def _to_float(b: _Builder, stem: str, raw: str, stored: StoredTensor, *, scale: 
     return out
 
 
-def _unpack_bits(b: _Builder, stem: str, bits: np.ndarray) -> str:
-    """bool array -> packed uint8 initializer + in-graph unpacking -> float32 0/1 of bits.shape."""
-    flat = np.ascontiguousarray(bits, dtype=bool).reshape(-1)
-    packed = np.packbits(flat, bitorder=BIT_ORDER)  # pad bits are zero
-    name = b.const(f"{stem}_bitset", packed, storage="bitset")
-    b.info.bitset_initializers.append(name)
-    col = b.op("Unsqueeze", [name, b.i64("axis1", [1])], stem=f"{stem}_bytes", decode=True)  # (N, 1)
-    shifts = b.const("bit_shifts", np.arange(7, -1, -1, dtype=np.uint8))  # (8,) MSB first
-    shifted = b.op("BitShift", [col, shifts], stem=f"{stem}_shifted", decode=True, direction="RIGHT")  # (N, 8)
-    if b.opset >= BITWISE_AND_OPSET:
-        bit = b.op("BitwiseAnd", [shifted, b.const("one_u8", np.array([1], np.uint8))], stem=f"{stem}_bit", decode=True)
-    else:
-        bit = b.op("Mod", [shifted, b.const("two_u8", np.array([2], np.uint8))], stem=f"{stem}_bit", decode=True)
-    flat_bits = b.op("Reshape", [bit, b.i64("shape", [-1])], stem=f"{stem}_flat", decode=True)  # (8N,)
-    if flat.size != packed.size * 8:  # drop the zero pad bits of the last byte
-        flat_bits = b.op("Slice", [flat_bits, b.i64("start", [0]), b.i64("end", [flat.size])], stem=f"{stem}_unpadded", decode=True)
-    shaped = b.op("Reshape", [flat_bits, b.i64("shape", list(bits.shape))], stem=f"{stem}_mask_u8", decode=True)
-    return b.op("Cast", [shaped], stem=f"{stem}_mask", decode=True, to=TensorProto.FLOAT)
-
-
 def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, first: bool, experts_mode: str,
                     source: WeightSource | None) -> str:
-    """Per-expert weights with the normalisation scale folded in.
+    """Per-expert weights stored dense (layers without masks, or experts="dense"), with the
+    normalisation scale folded in. (Masked layers stored as bitsets: exporters.onnx_bitset.)
 
     first=True  -> (in, E*out): the experts side by side for one MatMul on a shared input.
     first=False -> (E, in, out): for a batched MatMul on per-expert inputs.
@@ -218,10 +201,9 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     stored = _stored(source, key, layer.weight)
-    bitset = layer.masks is not None and experts_mode == "bitset"
-    if layer.masks is not None and not bitset and stored.storage != "fp32":
+    if layer.masks is not None and stored.storage != "fp32":
         stored = stored.with_masks(layer.masks)  # dense experts, still fp16/int8
-    if not bitset and stored.storage == "fp32":
+    if stored.storage == "fp32":
         # dense: materialise M_e * W * s_e once, in numpy
         dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
         if first:
@@ -229,27 +211,18 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
         return b.const(f"{stem}_weight", dense.transpose(0, 2, 1), storage="fp32")
 
     dec = dict(decode=True)
-    if bitset or stored.data.ndim == 2:
-        # shared base weight (out, in) [quantised or not] -> (in, 1, out) or (1, in, out)
-        mask = None
-        if bitset:
-            masks = layer.masks.transpose(2, 0, 1) if first else layer.masks.transpose(0, 2, 1)  # (in,E,out) | (E,in,out)
-            mask = _unpack_bits(b, f"{stem}_experts", masks)
-            base_t = _union_base(b, stem, stored, layer.masks, mask, expert_axis=1 if first else 0)  # (in, out)
-        else:  # a quantised shared weight without masks (fp32 ones were materialised above)
-            base = _decode(b, f"{stem}_base", stored)  # (out, in)
-            base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=[1, 0], **dec)
+    if stored.data.ndim == 2:
+        # a quantised shared weight without masks (fp32 ones were materialised above): every
+        # expert uses it, broadcast by the Mul with the per-expert scales
+        base = _decode(b, f"{stem}_base", stored)  # (out, in)
+        base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=[1, 0], **dec)
         if first:
             base_t = b.op("Unsqueeze", [base_t, b.i64("axis1", [1])], stem=f"{stem}_base_t3", **dec)  # (in, 1, out)
             scale = b.const(f"{stem}_scale", layer.scale[None, :, :])  # (1, E, out)
         else:
             base_t = b.op("Unsqueeze", [base_t, b.i64("axis0", [0])], stem=f"{stem}_base_t3", **dec)  # (1, in, out)
             scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
-        scaled = b.op("Mul", [base_t, scale], stem=f"{stem}_scaled", **dec)
-        if mask is not None:
-            weights = b.op("Mul", [scaled, mask], stem=f"{stem}_expert_weight", **dec)
-        else:  # shared weight without masks: every expert uses it (broadcast by Mul with the scales)
-            weights = scaled
+        weights = b.op("Mul", [base_t, scale], stem=f"{stem}_scaled", **dec)
     else:
         # per-expert quantised weights (E, out, in)
         base = _decode(b, f"{stem}_base", stored)
@@ -263,51 +236,6 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
     else:
         b.info.decode_shapes[weights] = (e_count, in_dim, out_dim)
     return weights
-
-
-def _union_base(b: _Builder, stem: str, stored: StoredTensor, masks: np.ndarray, mask: str, *, expert_axis: int) -> str:
-    """The shared base weight, transposed (in, out) float32, stored in "union layout".
-
-    Only the entries some expert uses (the union of the masks) are stored, as in the
-    artifact; the decoder finds their places from the unpacked masks: union = ReduceMax over
-    the experts, the k-th used entry (row-major over (in, out)) is values[k], i.e. entry j
-    reads values[CumSum(union)[j] - 1] and unused entries are 0. (NonZero + ScatterND would
-    say the same, but ONNX Runtime does not constant-fold NonZero, so the decoder would run
-    on every call.) int8 is dequantised after the expansion, one scale per output column.
-    """
-    union = masks.any(axis=0).T  # (in, out) bool
-    data = stored.data
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
-        data = stored.data
-    values = np.ascontiguousarray(data.T[union])  # (nnz,) in the stored dtype, row-major over (in, out)
-    dec = dict(decode=True)
-    zero = numpy_helper.from_array(np.zeros(1, dtype=values.dtype), "value")
-    shape = b.i64("shape", list(union.shape))
-    if values.size == 0:  # no expert uses any weight of this layer
-        dense = b.op("ConstantOfShape", [shape], stem=f"{stem}_base_t_stored", value=zero, **dec)
-    else:
-        vals = b.const(f"{stem}_base_values", values, storage=stored.storage)
-        if b.opset >= 18:
-            used = b.op("ReduceMax", [mask, b.i64("expert_axis", [expert_axis])], stem=f"{stem}_union", keepdims=0, **dec)
-        else:
-            used = b.op("ReduceMax", [mask], stem=f"{stem}_union", axes=[expert_axis], keepdims=0, **dec)
-        used_flat = b.op("Reshape", [used, b.i64("shape", [-1])], stem=f"{stem}_union_flat", **dec)  # (in*out,) 0/1
-        rank = b.op("CumSum", [b.op("Cast", [used_flat], stem=f"{stem}_union_i64", to=TensorProto.INT64, **dec),
-                               b.i64("axis0", 0)], stem=f"{stem}_union_rank", **dec)
-        index = b.op("Sub", [rank, b.i64("one", [1])], stem=f"{stem}_value_index", **dec)  # -1 before the first: masked below
-        gathered = b.op("Gather", [vals, index], stem=f"{stem}_gathered", axis=0, **dec)  # (in*out,)
-        gathered = b.op("Reshape", [gathered, shape], stem=f"{stem}_gathered_2d", **dec)
-        is_used = b.op("Cast", [used], stem=f"{stem}_union_bool", to=TensorProto.BOOL, **dec)  # (in, out)
-        zero_value = b.const(f"{stem}_zero", np.zeros((), dtype=values.dtype))
-        dense = b.op("Where", [is_used, gathered, zero_value], stem=f"{stem}_base_t_stored", **dec)  # (in, out)
-    if stored.storage == "fp32":
-        return dense
-    scale = None
-    if stored.storage == "int8":  # one scale per output = per column of (in, out), or one for all
-        scale = np.asarray(stored.scale, dtype=np.float32)
-        scale = scale.reshape(()) if stored.axis is None else scale
-    return _to_float(b, f"{stem}_base_t", dense, stored, scale=scale)
 
 
 def _linear_weight(b: _Builder, stem: str, lin: Linear, key: str, source: WeightSource | None) -> str:
