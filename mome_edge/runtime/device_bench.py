@@ -139,7 +139,9 @@ class _MomeModel:
     def __init__(self, path: str, threads: int, experts: str, memory_budget_mb: float) -> None:
         from mome_edge.runtime import Predictor
 
-        self.predictor = Predictor(path, threads=threads, experts=experts, memory_budget_mb=memory_budget_mb)
+        # the budget sizes the on-demand resident subset; materialize holds every expert by definition
+        budget = memory_budget_mb if experts == "on-demand" else None
+        self.predictor = Predictor(path, threads=threads, experts=experts, memory_budget_mb=budget)
         self.experts = experts
         self.vocab = list(self.predictor.spec.vocab_sizes)
         self.width = len(self.predictor.spec.numerical)
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--experts", choices=EXPERT_MODES, default="materialize")
-    parser.add_argument("--memory-budget-mb", type=float, default=16.0)
+    parser.add_argument("--memory-budget-mb", type=float, default=16.0, help=".mome on-demand: MiB of rebuilt experts kept resident")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
