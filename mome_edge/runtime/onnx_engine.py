@@ -96,7 +96,14 @@ class OnnxEngine:
         if inputs != {INPUT_CATEGORICAL, INPUT_NUMERICAL} or sorted(outputs) != sorted(self.tasks):
             raise ArtifactError(f"{name}: inputs {sorted(inputs)} / outputs {outputs} do not match its metadata; export it again")
         self.mode = meta.get(META_MODE, "speed")  # exports before --mode existed fold their decoder at load: speed
-        self.resident_expert_bytes = int(meta.get(META_RESIDENT_EXPERT_BYTES, "0") or 0)
+        if self.mode not in MODE_EXPERTS:
+            raise ArtifactError(f"{name}: metadata {META_MODE}={self.mode[:40]!r} is not speed or memory; export it again")
+        try:
+            self.resident_expert_bytes = int(meta.get(META_RESIDENT_EXPERT_BYTES, "0"))
+            if self.resident_expert_bytes < 0:
+                raise ValueError("negative")
+        except ValueError:
+            raise ArtifactError(f"{name}: metadata {META_RESIDENT_EXPERT_BYTES} is not a byte count; export it again") from None
         self.experts = MODE_EXPERTS.get(self.mode, "materialize")
         if experts is not None and experts != self.experts:
             other = "memory" if experts == "on-demand" else "speed"
