@@ -87,6 +87,25 @@ def _ops(proto: onnx.ModelProto) -> set[str]:
     return found
 
 
+@pytest.mark.parametrize("split", [False, True])
+def test_speed_mode_splits_large_layers_into_per_expert_chains(monkeypatch, split: bool) -> None:
+    """Above SPLIT_EXPERTS_BYTES a layer's experts are expanded (and multiplied) one by one."""
+    from mome_edge.exporters import onnx_bitset
+
+    model = make_compiled("mome", seed=4, hidden=(13, 6))
+    if split:
+        monkeypatch.setattr(onnx_bitset, "SPLIT_EXPERTS_BYTES", 0)
+    report = export_onnx_with_report(model, simplify=False, validate=False)
+    per_layer = [layer.experts + 1 if split else 2 for layer in model.layers]
+    assert report.report.bitset_initializers == sum(per_layer)
+    matmuls = sum(1 for n in report.model.graph.node if n.op_type == "MatMul" and "layer" in n.output[0])
+    assert matmuls == (sum(layer.experts for layer in model.layers) if split else len(model.layers))
+    cat, num = sample_inputs(model.spec, 16, seed=5, invalid=True)
+    for session in SESSION_MODES:
+        np.testing.assert_allclose(_onnx_probs(report.model, cat, num, model.tasks, session),
+                                   reference_forward(model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
+
+
 @pytest.mark.parametrize("mode", ["speed", "memory"])
 @pytest.mark.parametrize("opset", [17, 18, 20, 21])
 def test_parity_across_opsets(opset: int, mode: str) -> None:
@@ -180,8 +199,9 @@ def test_bitset_file_is_much_smaller_than_dense_and_close_to_the_artifact(tmp_pa
     assert dense["onnx_bytes"] / memory["onnx_bytes"] >= BITSET_VS_DENSE_MIN_RATIO
     assert bitset["onnx_bytes"] / artifact_bytes <= ONNX_VS_ARTIFACT_MAX_RATIO
     layers = census_mome.layers
-    # speed: one bitset per expert + the base's union bitset per layer; memory: one (E, ...) bitset per layer
-    assert bitset["bitset_initializers"] == sum(layer.experts + 1 for layer in layers) and dense["bitset_initializers"] == 0
+    # speed (small layers: one chain for all experts): the experts' and the base's union bitset per
+    # layer; memory: one (E, ...) bitset per layer
+    assert bitset["bitset_initializers"] == 2 * len(layers) and dense["bitset_initializers"] == 0
     assert memory["bitset_initializers"] == len(layers)
     padded = [layer.weight.shape[1] * -(-layer.weight.shape[0] // 8) for layer in layers]  # in * out8/8 bytes
     assert bitset["bitset_bytes"] == sum(p * (layer.experts + 1) for p, layer in zip(padded, layers))
