@@ -49,6 +49,7 @@ FILES = {
     "MoME dense .onnx": ("mome-dense.onnx", "MoME, --experts dense (speed mode's memory baseline)"),
     "MMoE dense .onnx": ("mmoe-fp32.onnx", "MMoE fp32"),
     "MMoE int8 .onnx": ("mmoe-int8.onnx", "MMoE, compile --weights int8"),
+    "empty session": ("empty.onnx", "a one-node model: what any ONNX Runtime session costs here"),
 }
 # issue 12's targets: (numerator, denominator, batch or None for memory, limit) per size
 TARGETS = {
@@ -116,7 +117,19 @@ def build(size: str, work: Path, data_dir: str, args) -> dict:
     return {"dataset": dataset, "training": training, "models": models, "onnx_test": evaluated}
 
 
+def write_empty_model(path: Path, spec_of: Path) -> None:
+    """A one-node model with the same inputs as `spec_of`: ONNX Runtime's own cost of a session."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = {i.name: i for i in onnx.load(str(spec_of), load_external_data=False).graph.input}
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["numerical"], ["sum"], keepdims=0)], "empty",
+                              list(inputs.values()), [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+
+
 def bench(work: Path, runs: int) -> dict:
+    write_empty_model(work / "empty.onnx", work / "mome-speed.onnx")
     paths = [str(work / name) for name, _ in FILES.values()]
     return json.loads(cli("bench", *paths, "--batch", ",".join(map(str, BATCHES)), "--threads", "1", "--runs", str(runs),
                           "--warmup", "5", "--experts", "on-demand", "--memory-budget-mb", "0", "--json"))
