@@ -93,7 +93,7 @@ def build(size: str, work: Path, data_dir: str, args) -> dict:
         else:
             training[kind] = {"reused": str(run), "args": [*rows, *extra]}
     models: dict = {}
-    for kind, weights in (("mome", "fp32"), ("mmoe", "fp32"), ("mmoe", "int8")):
+    for kind, weights in (("mome", "fp32"), ("mome", "int8"), ("mmoe", "fp32"), ("mmoe", "int8")):
         name = f"{kind}-{weights}"
         compiled = json.loads(cli("compile", str(work / kind), "-o", str(work / f"{name}.mome"), "--weights", weights,
                                   "--data-dir", data_dir, "--json"))
@@ -108,11 +108,13 @@ def build(size: str, work: Path, data_dir: str, args) -> dict:
     }
     for out, flags in exports.items():
         models["mome-fp32"][out] = json.loads(cli("export", str(work / "mome-fp32.mome"), "-o", str(work / f"{out}.onnx"), *flags, "--json"))
-    for name in ("mmoe-fp32", "mmoe-int8"):
+    for name in ("mome-int8", "mmoe-fp32", "mmoe-int8"):  # mome-int8: bytes and accuracy only (speed mode)
         models[name]["export"] = json.loads(cli("export", str(work / f"{name}.mome"), "-o", str(work / f"{name}.onnx"), "--json"))
     evaluated = {}
     if not rows:  # `evaluate FILE --dataset` regenerates synthetic data at its default size: real data sets only
-        for label, file in (("speed .onnx", "mome-speed.onnx"), ("memory .onnx", "mome-memory.onnx"), ("MMoE dense .onnx", "mmoe-fp32.onnx")):
+        for label, file in (("speed .onnx", "mome-speed.onnx"), ("memory .onnx", "mome-memory.onnx"),
+                            ("speed .onnx int8", "mome-int8.onnx"), ("MMoE dense .onnx", "mmoe-fp32.onnx"),
+                            ("MMoE int8 .onnx", "mmoe-int8.onnx")):
             evaluated[label] = json.loads(cli("evaluate", str(work / file), *data, "--json"))["tasks"]
     return {"dataset": dataset, "training": training, "models": models, "onnx_test": evaluated}
 
@@ -226,6 +228,10 @@ def render(report: dict) -> str:
                       "|---|" + "---:|" * len(next(iter(tests.values())))]
             for label, tasks in tests.items():
                 lines.append(f"| {label} | " + " | ".join(f"{m['auc']:.4f}" for m in tasks.values()) + " |")
+        lines += ["", "| artifact | .mome bytes | .onnx bytes (speed) |", "|---|---:|---:|"]
+        for name, m in sec["models"].items():
+            exported = m.get("export") or m.get("mome-speed") or {}
+            lines.append(f"| {name} | {m['artifact_bytes']:,} | {exported.get('onnx_bytes', 0):,} |")
         lines += ["", f"training: {json.dumps(sec['training'])}"]
     return "\n".join(lines)
 
