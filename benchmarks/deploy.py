@@ -49,7 +49,6 @@ FILES = {
     "MoME dense .onnx": ("mome-dense.onnx", "MoME, --experts dense (speed mode's memory baseline)"),
     "MMoE dense .onnx": ("mmoe-fp32.onnx", "MMoE fp32"),
     "MMoE int8 .onnx": ("mmoe-int8.onnx", "MMoE, compile --weights int8"),
-    "empty session": ("empty.onnx", "a one-node model: what any ONNX Runtime session costs here"),
 }
 # issue 12's targets: (numerator, denominator, batch or None for memory, limit) per size
 TARGETS = {
@@ -130,8 +129,19 @@ def write_empty_model(path: Path, spec_of: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
 
 
-def bench(work: Path, runs: int) -> dict:
+def empty_session(work: Path) -> dict:
+    """device_bench on a one-node model (not a mome-edge export, so not through `mome-edge bench`,
+    which refuses unsigned files): what any ONNX Runtime session costs on this machine."""
+    from mome_edge.runtime import device_bench
+
     write_empty_model(work / "empty.onnx", work / "mome-speed.onnx")
+    done = subprocess.run([sys.executable, device_bench.__file__, str(work / "empty.onnx"), "--batch", "1,512",
+                           "--threads", "1", "--runs", "5", "--json"], capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout)["results"]
+    return {"added_rss_mb_batch1": rows[0]["added_rss_mb"], "added_peak_rss_mb": max(r["added_rss_mb"] for r in rows)}
+
+
+def bench(work: Path, runs: int) -> dict:
     paths = [str(work / name) for name, _ in FILES.values()]
     return json.loads(cli("bench", *paths, "--batch", ",".join(map(str, BATCHES)), "--threads", "1", "--runs", str(runs),
                           "--warmup", "5", "--experts", "on-demand", "--memory-budget-mb", "0", "--json"))
@@ -187,6 +197,7 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         section = build(size, work, data_dir, args)
         section["bench"] = bench(work, args.runs)
+        section["empty_session"] = empty_session(work)
         section["files"] = summarise(section, work)
         section["targets"] = check_targets(size, section["files"])
         section["command"] = " ".join(sys.argv)
@@ -219,6 +230,10 @@ def render(report: dict) -> str:
                 f"| {label} | {f['bytes']:,} | {f['cold_start_s']:.3f} ({f['import_s']:.3f} / {f['load_s']:.3f} / "
                 f"{f['first_prediction_s'] * 1e3:.1f} ms) | {f['added_rss_mb_batch1']:.1f} | {f['added_peak_rss_mb']:.1f} | {lat} |"
             )
+        if "empty_session" in sec:
+            e = sec["empty_session"]
+            lines += ["", f"A one-node model's session (device_bench.py, same machine): added RSS {e['added_rss_mb_batch1']:.1f} MiB "
+                      f"at batch 1, {e['added_peak_rss_mb']:.1f} MiB peak: ONNX Runtime's own share of every figure above."]
         lines += ["", "| target (issue 12) | ratio | limit | met |", "|---|---:|---:|---|"]
         for t in sec["targets"]:
             lines.append(f"| {t['what']} | {t['ratio']:.2f} | {t['target']:g} | {'yes' if t['met'] else 'no'} |")
