@@ -1,9 +1,21 @@
-"""Storage, accuracy and latency of what ships: MoME vs MMoE on census-income at the demo's
-default sizes. Trains both (or reuses --runs-dir), compiles fp32 and int8, exports ONNX (MoME
-bitset, MMoE dense), evaluates the shipped files, and benches all of them in one
-`mome-edge bench` run. Writes benchmarks/results/deploy.json and deploy.md.
+"""What ships, measured: MoME vs MMoE as files a device opens, at two sizes.
 
-    .venv/bin/python benchmarks/deploy.py [--data-dir DIR] [--work DIR] [--runs 300]
+census: census-income at the demo's default sizes (E=8, 256/128, embeddings 8).
+paper:  synthetic-aliexpress at the paper's sizes (16 fields x 128 + 63 numerical, E=8,
+        base [512, 256]); a MoME trained briefly (--paper-rows rows, --paper-epochs epochs:
+        accuracy is not the point, its sizes and masks are) against MMoE of the same nominal
+        sizes (trained one epoch: its cost does not depend on training).
+
+For each size: train both (or reuse --work), compile fp32 (and MMoE int8), export MoME in
+speed and memory mode (.onnx and .ort each) plus its dense export (the baseline speed mode is
+held to), MMoE dense fp32 and int8, evaluate the speed .onnx and MMoE, and bench every file in
+ONE `mome-edge bench` run (each file in a fresh process, 1 thread, batches 1/32/512): file
+bytes, cold start (process start -> first prediction: interpreter, import, load, first call),
+added peak RSS (over a process that imported the runtime) and p50/p90. The numpy `.mome`
+on-demand runs with memory budget 0 (every expert rebuilt per call). Writes
+benchmarks/results/deploy.json and deploy.md.
+
+    .venv/bin/python benchmarks/deploy.py [--sizes census,paper] [--work DIR] [--runs 100]
 """
 
 from __future__ import annotations
@@ -12,11 +24,47 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from mome_edge.data import default_data_dir
 
 RESULTS = Path(__file__).parent / "results"
+BATCHES = (1, 32, 512)
+SIZES = {
+    "census": {"dataset": "census-income", "train": [], "mmoe_train": []},
+    "paper": {
+        "dataset": "synthetic-aliexpress",
+        "train": ["--hidden", "512,256", "--embedding-dim", "128", "--experts", "8"],
+        "mmoe_train": ["--hidden", "512,256", "--embedding-dim", "128", "--experts", "8", "--epochs", "1"],
+    },
+}
+# the files benched, in table order: label -> (file name, what it is)
+FILES = {
+    "speed .onnx": ("mome-speed.onnx", "MoME, --mode speed"),
+    "speed .ort": ("mome-speed.ort", "MoME, --mode speed --ort"),
+    "memory .onnx": ("mome-memory.onnx", "MoME, --mode memory"),
+    "memory .ort": ("mome-memory.ort", "MoME, --mode memory --ort"),
+    "numpy .mome on-demand": ("mome-fp32.mome", "MoME artifact, numpy runtime, experts on-demand, budget 0"),
+    "MoME dense .onnx": ("mome-dense.onnx", "MoME, --experts dense (speed mode's memory baseline)"),
+    "MMoE dense .onnx": ("mmoe-fp32.onnx", "MMoE fp32"),
+    "MMoE int8 .onnx": ("mmoe-int8.onnx", "MMoE, compile --weights int8"),
+}
+# issue 12's targets: (numerator, denominator, batch or None for memory, limit) per size
+TARGETS = {
+    "paper": [
+        ("speed .onnx", "MMoE dense .onnx", 1, 0.8), ("speed .onnx", "MMoE dense .onnx", 512, 0.8),
+        ("memory .onnx", "speed .onnx", 1, 3.0), ("memory .onnx", "speed .onnx", 512, 1.5),
+        ("speed .onnx", "MoME dense .onnx", None, 1.0), ("speed .onnx", "MMoE dense .onnx", None, 1.0),
+        ("memory .onnx", "MMoE dense .onnx", None, 0.35),
+    ],
+    "census": [
+        ("speed .onnx", "MMoE dense .onnx", 1, 0.9), ("speed .onnx", "MMoE dense .onnx", 512, 0.8),
+        ("memory .onnx", "speed .onnx", 1, 3.0), ("memory .onnx", "speed .onnx", 512, 1.5),
+        ("speed .onnx", "MoME dense .onnx", None, 1.0), ("speed .onnx", "MMoE dense .onnx", None, 1.0),
+        ("memory .onnx", "MMoE dense .onnx", None, 0.7),
+    ],
+}
 
 
 def cli(*args: str) -> str:
@@ -26,41 +74,136 @@ def cli(*args: str) -> str:
     return done.stdout
 
 
+def build(size: str, work: Path, data_dir: str, args) -> dict:
+    """Train (unless present), compile, export and evaluate one size; the files land in `work`."""
+    conf = SIZES[size]
+    dataset = conf["dataset"]
+    data = ["--dataset", dataset, "--data-dir", data_dir]
+    rows = ["--synthetic-rows", str(args.paper_rows)] if dataset.startswith("synthetic") else []
+    training = {}
+    for kind, extra in (("mome", conf["train"]), ("mmoe", conf["mmoe_train"])):
+        run = work / kind
+        if size == "paper" and kind == "mome":
+            extra = [*extra, "--epochs", str(args.paper_epochs), "--neuron-epochs", "1", "--harden-epochs", "1"]
+        if not (run / "model.safetensors").exists():
+            start = time.perf_counter()
+            cli("train", "--model", kind, *data, *rows, *extra, "--threads", str(args.train_threads), "--out", str(run), "--quiet")
+            training[kind] = {"seconds": round(time.perf_counter() - start, 1), "args": [*rows, *extra]}
+        else:
+            training[kind] = {"reused": str(run), "args": [*rows, *extra]}
+    models: dict = {}
+    for kind, weights in (("mome", "fp32"), ("mome", "int8"), ("mmoe", "fp32"), ("mmoe", "int8")):
+        name = f"{kind}-{weights}"
+        compiled = json.loads(cli("compile", str(work / kind), "-o", str(work / f"{name}.mome"), "--weights", weights,
+                                  "--data-dir", data_dir, "--json"))
+        described = json.loads(cli("inspect", str(work / f"{name}.mome"), "--json"))
+        models[name] = {"artifact_bytes": (work / f"{name}.mome").stat().st_size, "compile": compiled,
+                        "bits_per_expert_weight": described.get("bits_per_expert_weight"),
+                        "dense_mmoe_bytes": described.get("dense_mmoe_bytes")}
+    exports = {
+        "mome-speed": ["--mode", "speed", "--ort"],
+        "mome-memory": ["--mode", "memory", "--ort"],
+        "mome-dense": ["--experts", "dense"],
+    }
+    for out, flags in exports.items():
+        models["mome-fp32"][out] = json.loads(cli("export", str(work / "mome-fp32.mome"), "-o", str(work / f"{out}.onnx"), *flags, "--json"))
+    for name in ("mome-int8", "mmoe-fp32", "mmoe-int8"):  # mome-int8: bytes and accuracy only (speed mode)
+        models[name]["export"] = json.loads(cli("export", str(work / f"{name}.mome"), "-o", str(work / f"{name}.onnx"), "--json"))
+    evaluated = {}
+    if not rows:  # `evaluate FILE --dataset` regenerates synthetic data at its default size: real data sets only
+        for label, file in (("speed .onnx", "mome-speed.onnx"), ("memory .onnx", "mome-memory.onnx"),
+                            ("speed .onnx int8", "mome-int8.onnx"), ("MMoE dense .onnx", "mmoe-fp32.onnx"),
+                            ("MMoE int8 .onnx", "mmoe-int8.onnx")):
+            evaluated[label] = json.loads(cli("evaluate", str(work / file), *data, "--json"))["tasks"]
+    return {"dataset": dataset, "training": training, "models": models, "onnx_test": evaluated}
+
+
+def write_empty_model(path: Path, spec_of: Path) -> None:
+    """A one-node model with the same inputs as `spec_of`: ONNX Runtime's own cost of a session."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = {i.name: i for i in onnx.load(str(spec_of), load_external_data=False).graph.input}
+    graph = helper.make_graph([helper.make_node("ReduceSum", ["numerical"], ["sum"], keepdims=0)], "empty",
+                              list(inputs.values()), [helper.make_tensor_value_info("sum", TensorProto.FLOAT, [])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+
+
+def empty_session(work: Path) -> dict:
+    """device_bench on a one-node model (not a mome-edge export, so not through `mome-edge bench`,
+    which refuses unsigned files): what any ONNX Runtime session costs on this machine."""
+    from mome_edge.runtime import device_bench
+
+    write_empty_model(work / "empty.onnx", work / "mome-speed.onnx")
+    done = subprocess.run([sys.executable, device_bench.__file__, str(work / "empty.onnx"), "--batch", "1,512",
+                           "--threads", "1", "--runs", "5", "--json"], capture_output=True, text=True, check=True)
+    rows = json.loads(done.stdout)["results"]
+    return {"added_rss_mb_batch1": rows[0]["added_rss_mb"], "added_peak_rss_mb": max(r["added_rss_mb"] for r in rows)}
+
+
+def bench(work: Path, runs: int) -> dict:
+    paths = [str(work / name) for name, _ in FILES.values()]
+    return json.loads(cli("bench", *paths, "--batch", ",".join(map(str, BATCHES)), "--threads", "1", "--runs", str(runs),
+                          "--warmup", "5", "--experts", "on-demand", "--memory-budget-mb", "0", "--json"))
+
+
+def summarise(report: dict, work: Path) -> dict:
+    """Per file: bytes, cold start parts, added peak RSS (after batch 1 and over the whole run), p50/p90 per batch."""
+    rows = report["bench"]["results"]
+    out = {}
+    for label, (name, what) in FILES.items():
+        mine = [r for r in rows if Path(r["model"]).name == name]
+        cold = mine[0]["cold_start"]
+        out[label] = {
+            "file": name, "what": what, "bytes": (work / name).stat().st_size,
+            "cold_start_s": cold["total_s"], "interpreter_s": cold["interpreter_s"], "import_s": cold["import_s"],
+            "load_s": cold["load_s"], "first_prediction_s": cold["first_prediction_s"],
+            "added_rss_mb_batch1": mine[0]["added_rss_mb"], "added_peak_rss_mb": max(r["added_rss_mb"] for r in mine),
+            "latency_ms": {str(r["batch"]): {"p50": r["p50_ms"], "p90": r["p90_ms"]} for r in mine},
+        }
+    return out
+
+
+def check_targets(size: str, files: dict) -> list[dict]:
+    checks = []
+    for num, den, batch, limit in TARGETS[size]:
+        if batch is None:
+            value = files[num]["added_peak_rss_mb"] / files[den]["added_peak_rss_mb"]
+            what = "added peak RSS"
+        else:
+            value = files[num]["latency_ms"][str(batch)]["p50"] / files[den]["latency_ms"][str(batch)]["p50"]
+            what = f"p50 batch {batch}"
+        checks.append({"what": f"{what}: {num} / {den}", "ratio": value, "target": limit, "met": value <= limit})
+    return checks
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/deploy-bench"))
-    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--sizes", default="census,paper")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--paper-rows", type=int, default=100_000)
+    parser.add_argument("--paper-epochs", type=int, default=4)
+    parser.add_argument("--train-threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     data_dir = str(args.data_dir or default_data_dir())
-    work = args.work
-    work.mkdir(parents=True, exist_ok=True)
-    report: dict = {"dataset": "census-income", "models": {}}
-    for kind in ("mome", "mmoe"):
-        if not (work / kind / "model.safetensors").exists():
-            cli("train", "--model", kind, "--dataset", "census-income", "--data-dir", data_dir, "--out", str(work / kind), "--quiet")
-        for weights in ("fp32", "int8"):
-            name = f"{kind}-{weights}"
-            compiled = json.loads(cli("compile", str(work / kind), "-o", str(work / f"{name}.mome"), "--weights", weights,
-                                      "--data-dir", data_dir, "--json"))
-            experts = "bitset" if kind == "mome" else "dense"
-            exported = json.loads(cli("export", str(work / f"{name}.mome"), "-o", str(work / f"{name}.onnx"), "--experts", experts, "--json"))
-            shipped = json.loads(cli("evaluate", str(work / f"{name}.onnx"), "--dataset", "census-income", "--data-dir", data_dir, "--json"))
-            described = json.loads(cli("inspect", str(work / f"{name}.mome"), "--json"))
-            report["models"][name] = {
-                "artifact_bytes": (work / f"{name}.mome").stat().st_size,
-                "onnx_bytes": (work / f"{name}.onnx").stat().st_size,
-                "bits_per_expert_weight": described.get("bits_per_expert_weight"),
-                "dense_mmoe_bytes": described.get("dense_mmoe_bytes"),
-                "compile": compiled,
-                "export_parity_max_abs": exported.get("parity_max_abs"),
-                "onnx_test": shipped["tasks"],
-            }
-    bench = json.loads(cli("bench", *(str(work / f"{n}.onnx") for n in ("mome-fp32", "mmoe-fp32")), str(work / "mome-fp32.mome"),
-                           "--batch", "1,512", "--threads", "1", "--runs", str(args.runs), "--warmup", "20",
-                           "--experts", "materialize,on-demand", "--memory-budget-mb", "0", "--json"))
-    report["bench"] = bench
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    previous = args.out / "deploy.json"
+    report: dict = json.loads(previous.read_text()) if previous.is_file() else {}
+    for size in sizes:
+        work = args.work / size
+        work.mkdir(parents=True, exist_ok=True)
+        section = build(size, work, data_dir, args)
+        section["bench"] = bench(work, args.runs)
+        section["empty_session"] = empty_session(work)
+        section["files"] = summarise(section, work)
+        section["targets"] = check_targets(size, section["files"])
+        section["command"] = " ".join(sys.argv)
+        report[size] = section
+        if size == "census":  # the keys the census-only report had, kept for readers of deploy.json
+            report.update(dataset=section["dataset"], models=section["models"], bench=section["bench"])
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "deploy.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "deploy.md").write_text(render(report) + "\n")
@@ -68,23 +211,43 @@ def main() -> None:
 
 
 def render(report: dict) -> str:
-    m = report["models"]
-    mmoe = m["mmoe-fp32"]
-    lines = ["| file | .mome bytes | vs MMoE fp32 | .onnx bytes | vs MMoE fp32 | mask bits/expert weight | income AUC (ONNX) | marital AUC (ONNX) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, e in m.items():
-        lines.append(
-            f"| {name} | {e['artifact_bytes']:,} | 1/{mmoe['artifact_bytes'] / e['artifact_bytes']:.1f} | {e['onnx_bytes']:,} | "
-            f"1/{mmoe['onnx_bytes'] / e['onnx_bytes']:.1f} | {e['bits_per_expert_weight'] if e['bits_per_expert_weight'] is not None else 'n/a'} | "
-            f"{e['onnx_test']['income']['auc']:.4f} | {e['onnx_test']['marital']['auc']:.4f} |"
-        )
-    lines += ["", "| model | experts | batch | p50 ms | p90 ms | rows/s | added RSS MiB | p50 vs first | added RSS vs first |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in report["bench"]["results"]:
-        lines.append(
-            f"| {Path(r['model']).name} | {r.get('experts', '')} | {r['batch']} | {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['rows_per_s']:,.0f} | "
-            f"{r.get('added_rss_mb', float('nan')):.1f} | {r['ratios']['p50_ms']:.2f} | {r['ratios'].get('added_rss_mb', float('nan')):.2f} |"
-        )
+    lines = ["# Deploy benchmark (benchmarks/deploy.py)", "",
+             "Every figure from one `mome-edge bench` run per size: each file in a fresh process, 1 thread, "
+             "default ONNX Runtime session options; added RSS = peak RSS minus a process that only imported the runtime."]
+    for size in ("paper", "census"):
+        if size not in report or "files" not in report[size]:
+            continue
+        sec = report[size]
+        env = sec["bench"]["environment"]
+        lines += ["", f"## {size}: {sec['dataset']}", "",
+                  f"onnxruntime {env.get('onnxruntime')}, numpy {env.get('numpy')}, {env.get('cpu')} ({env.get('cpu_count')} CPUs, shared)", "",
+                  "| file | bytes | cold start s (import / load / 1st call) | added RSS MiB batch 1 | added peak RSS MiB | "
+                  + " | ".join(f"p50/p90 ms b{b}" for b in BATCHES) + " |",
+                  "|---|---:|---|---:|---:|" + "---:|" * len(BATCHES)]
+        for label, f in sec["files"].items():
+            lat = " | ".join(f"{f['latency_ms'][str(b)]['p50']:.3f} / {f['latency_ms'][str(b)]['p90']:.3f}" for b in BATCHES)
+            lines.append(
+                f"| {label} | {f['bytes']:,} | {f['cold_start_s']:.3f} ({f['import_s']:.3f} / {f['load_s']:.3f} / "
+                f"{f['first_prediction_s'] * 1e3:.1f} ms) | {f['added_rss_mb_batch1']:.1f} | {f['added_peak_rss_mb']:.1f} | {lat} |"
+            )
+        if "empty_session" in sec:
+            e = sec["empty_session"]
+            lines += ["", f"A one-node model's session (device_bench.py, same machine): added RSS {e['added_rss_mb_batch1']:.1f} MiB "
+                      f"at batch 1, {e['added_peak_rss_mb']:.1f} MiB peak: ONNX Runtime's own share of every figure above."]
+        lines += ["", "| target (issue 12) | ratio | limit | met |", "|---|---:|---:|---|"]
+        for t in sec["targets"]:
+            lines.append(f"| {t['what']} | {t['ratio']:.2f} | {t['target']:g} | {'yes' if t['met'] else 'no'} |")
+        tests = sec.get("onnx_test", {})
+        if tests:
+            lines += ["", "| file | " + " | ".join(f"{task} AUC" for task in next(iter(tests.values()))) + " |",
+                      "|---|" + "---:|" * len(next(iter(tests.values())))]
+            for label, tasks in tests.items():
+                lines.append(f"| {label} | " + " | ".join(f"{m['auc']:.4f}" for m in tasks.values()) + " |")
+        lines += ["", "| artifact | .mome bytes | .onnx bytes (speed) |", "|---|---:|---:|"]
+        for name, m in sec["models"].items():
+            exported = m.get("export") or m.get("mome-speed") or {}
+            lines.append(f"| {name} | {m['artifact_bytes']:,} | {exported.get('onnx_bytes', 0):,} |")
+        lines += ["", f"training: {json.dumps(sec['training'])}"]
     return "\n".join(lines)
 
 

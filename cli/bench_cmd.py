@@ -19,7 +19,7 @@ def bench(
     runs: int = typer.Option(100, "--runs", help="Timed calls per batch size."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
     experts: str = typer.Option("materialize", "--experts", help="materialize, on-demand, or both comma-separated."),
-    memory_budget_mb: float = typer.Option(16.0, "--memory-budget-mb", help="LRU budget of rebuilt experts (.mome on-demand)."),
+    memory_budget_mb: float = typer.Option(16.0, "--memory-budget-mb", help="MiB of rebuilt experts the .mome on-demand runtime keeps resident (a fixed subset; the rest rebuilt per call)."),
     json_output: bool = Json,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write p50 latency vs batch as a PNG."),
 ) -> None:

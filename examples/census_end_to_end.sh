@@ -26,14 +26,17 @@ done
 # Where the bytes go, mask densities and expert overlap (and a picture of them).
 "$MOME_EDGE" inspect "$OUT/mome.mome" --plot "$OUT/mome-masks.png"
 
-# MoME ships its masks as bitsets rebuilt in the graph; MMoE ships dense experts.
-"$MOME_EDGE" export "$OUT/mome.mome" -o "$OUT/mome.onnx" --experts bitset --ort
+# MoME ships its masks as bitsets, in two modes: speed (experts expanded when the session
+# starts) and memory (rebuilt one at a time inside each call); MMoE ships dense experts.
+# Each export also writes its golden rows (mome.golden.json) for ports to check themselves.
+"$MOME_EDGE" export "$OUT/mome.mome" -o "$OUT/mome.onnx" --mode speed --ort
+"$MOME_EDGE" export "$OUT/mome.mome" -o "$OUT/mome-memory.onnx" --mode memory --ort
 "$MOME_EDGE" export "$OUT/mmoe.mome" -o "$OUT/mmoe.onnx" --experts dense
 
 # The accuracy of exactly what ships.
 "$MOME_EDGE" evaluate "$OUT/mome.onnx" --dataset census-income --data-dir "$DATA_DIR" --json > "$OUT/mome-onnx-test.json"
 
 # Latency, throughput, memory and bytes, each model in a fresh process, ratios to the first.
-"$MOME_EDGE" bench "$OUT/mome.onnx" "$OUT/mmoe.onnx" "${BENCH_FLAGS[@]}" --json > "$OUT/bench.json"
-"$MOME_EDGE" bench "$OUT/mome.onnx" "$OUT/mmoe.onnx" "${BENCH_FLAGS[@]}" --plot "$OUT/bench.png"
+"$MOME_EDGE" bench "$OUT/mome.onnx" "$OUT/mome-memory.onnx" "$OUT/mmoe.onnx" "${BENCH_FLAGS[@]}" --json > "$OUT/bench.json"
+"$MOME_EDGE" bench "$OUT/mome.onnx" "$OUT/mome-memory.onnx" "$OUT/mmoe.onnx" "${BENCH_FLAGS[@]}" --plot "$OUT/bench.png"
 echo "done: $OUT"

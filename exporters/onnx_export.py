@@ -13,11 +13,8 @@ on a sample batch (valid ids plus negative, out-of-vocabulary and int64-extreme 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,6 +42,10 @@ from mome_edge.exporters.onnx_graph import (
 
 DEFAULT_OPSET = 18
 MAX_OPSET = 21  # the newest opset every onnxruntime >= 1.17 (our floor) executes
+# memory mode's default: opset 21's DequantizeLinear takes one scale per element (block_size),
+# which rebuilds an expert in one fused pass (onnxruntime >= 1.20 runs it; see onnx_bitset)
+DEFAULT_MEMORY_OPSET = 21
+DEPLOY_MODES = ("speed", "memory")
 # ONNX Runtime vs the numpy reference of the same (dequantised) weights, probabilities, fp32
 # arithmetic on both sides: differences come from summation order only.
 PARITY_ATOL_FP32 = 1e-5
@@ -61,6 +62,7 @@ class ExportReport:
 
     kind: str
     experts: str
+    mode: str
     opset: int
     storage: tuple[str, ...]
     nodes_before: int
@@ -76,6 +78,7 @@ class ExportReport:
     validated: bool
     parity_max_abs: float | None
     parity_tolerance: float
+    resident_expert_bytes: int  # dense expert weights a running session holds (mome.resident_expert_bytes)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -91,8 +94,9 @@ class OnnxExport:
 
 
 def export_onnx(
-    compiled: CompiledModel, *, experts: str = "bitset", opset: int = DEFAULT_OPSET, simplify: bool = True,
+    compiled: CompiledModel, *, experts: str = "bitset", opset: int | None = None, simplify: bool = True,
     validate: bool = True, source: WeightSource | None = None, sample_rows: int = VALIDATION_ROWS, seed: int = 0,
+    mode: str = "speed",
 ) -> onnx.ModelProto:
     """The checked (and by default simplified and validated) ONNX model of `compiled`.
 
@@ -100,7 +104,10 @@ def export_onnx(
         compiled: the compiled model (see mome_edge.artifact.compiled).
         experts: "bitset" stores the shared base weights and packed expert masks and rebuilds
             the experts inside the graph; "dense" stores materialised expert weights.
-        opset: ONNX opset, MIN_OPSET..MAX_OPSET (BitwiseAnd needs 18; 17 uses Mod 2 instead).
+        mode: "speed" (bitset experts expanded once at session start) or "memory" (rebuilt
+            one at a time inside every run); see exporters.onnx_bitset.
+        opset: ONNX opset, MIN_OPSET..MAX_OPSET; None: DEFAULT_OPSET (speed) or
+            DEFAULT_MEMORY_OPSET (memory, which needs at least 18).
         simplify: run onnxsim on the compute graph (the weight decoder is kept out of it).
         validate: compare ONNX Runtime with reference_forward on a sample batch.
         source: how weights are stored (fp16/int8 from an artifact); None = fp32 as in `compiled`.
@@ -113,22 +120,32 @@ def export_onnx(
     """
     return export_onnx_with_report(
         compiled, experts=experts, opset=opset, simplify=simplify, validate=validate, source=source,
-        sample_rows=sample_rows, seed=seed,
+        sample_rows=sample_rows, seed=seed, mode=mode,
     ).model
 
 
 def export_onnx_with_report(
-    compiled: CompiledModel, *, experts: str = "bitset", opset: int = DEFAULT_OPSET, simplify: bool = True,
+    compiled: CompiledModel, *, experts: str = "bitset", opset: int | None = None, simplify: bool = True,
     validate: bool = True, source: WeightSource | None = None, sample_rows: int = VALIDATION_ROWS, seed: int = 0,
+    mode: str = "speed",
 ) -> OnnxExport:
     """export_onnx, plus an ExportReport (node counts and bytes before/after onnxsim, parity)."""
     if experts not in EXPERT_MODES:
         raise ConfigError(f"experts={experts!r} is not an expert storage mode; use one of {', '.join(EXPERT_MODES)}")
+    if mode not in DEPLOY_MODES:
+        raise ConfigError(f"mode={mode!r} is not a deployment mode; use speed or memory")
+    if opset is None:
+        opset = DEFAULT_MEMORY_OPSET if mode == "memory" else DEFAULT_OPSET
+    if mode == "memory" and not has_masked_layers(compiled):
+        raise ConfigError(
+            f"mode 'memory' rebuilds masked experts per call, and this {compiled.kind} model has none (its experts are "
+            "dense weights); export it with --mode speed"
+        )
     if not (isinstance(opset, int) and MIN_OPSET <= opset <= MAX_OPSET):
         raise ConfigError(f"opset={opset!r} is not supported; use an integer in {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     if sample_rows < 1:
         raise ConfigError(f"sample_rows={sample_rows} must be >= 1")
-    model, info = build_model(compiled, experts=experts, opset=opset, source=source)
+    model, info = build_model(compiled, experts=experts, opset=opset, source=source, mode=mode)
     check_onnx(model)
     nodes_before, bytes_before = len(model.graph.node), model.ByteSize()
     note = "not simplified (simplify=False)"
@@ -141,15 +158,19 @@ def export_onnx_with_report(
         parity = validate_onnx(model, compiled, rows=sample_rows, seed=seed)
     bitsets = {t.name: t for t in model.graph.initializer if t.name in set(info.bitset_initializers)}
     report = ExportReport(
-        kind=compiled.kind, experts=experts, opset=opset, storage=tuple(sorted(set(info.storage.values()))),
+        kind=compiled.kind, experts=experts, mode=mode, opset=opset, storage=tuple(sorted(set(info.storage.values()))),
         nodes_before=nodes_before, nodes_after=len(model.graph.node), bytes_before=bytes_before,
         bytes_after=model.ByteSize(), simplified=simplified, simplify_note=note,
         decode_nodes=sum(1 for n in model.graph.node if n.name in info.decode_nodes),
         bitset_initializers=len(bitsets), bitset_bytes=sum(len(t.raw_data) for t in bitsets.values()),
         quantised_nodes=tuple(info.quantised_nodes), validated=validate, parity_max_abs=parity,
-        parity_tolerance=PARITY_ATOL_FP32,
+        parity_tolerance=PARITY_ATOL_FP32, resident_expert_bytes=info.resident_expert_bytes(mode),
     )
     return OnnxExport(model=model, report=report)
+
+
+def has_masked_layers(compiled: CompiledModel) -> bool:
+    return any(layer.masks is not None for layer in compiled.layers)
 
 
 # --- checks --------------------------------------------------------------------------------------
@@ -226,6 +247,17 @@ def validate_onnx(model: onnx.ModelProto | bytes | str | Path, compiled: Compile
 # --- simplification ------------------------------------------------------------------------------
 
 
+def _reads(nodes) -> set[str]:
+    """Every name the nodes read, including outer-scope names read inside their subgraphs."""
+    names: set[str] = set()
+    for n in nodes:
+        names.update(n.input)
+        for attr in n.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names.update(_reads(attr.g.node))
+    return names
+
+
 def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto, bool, str]:
     """onnxsim on the compute graph only; the weight decoder is spliced back unchanged.
 
@@ -238,8 +270,8 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
     graph = model.graph
     decode = [n for n in graph.node if n.name in info.decode_nodes]
     core = [n for n in graph.node if n.name not in info.decode_nodes]
-    decode_reads = {i for n in decode for i in n.input}
-    core_reads = {i for n in core for i in n.input}
+    decode_reads = _reads(decode)
+    core_reads = _reads(core)  # including what Loop bodies read from the outer scope
     decode_inits = [t for t in graph.initializer if t.name in decode_reads and t.name not in core_reads]
     decode_init_names = {t.name for t in decode_inits}
     boundary = [o for n in decode for o in n.output if o in core_reads]
@@ -305,15 +337,21 @@ class OrtFiles:
     keeps_bitset: bool
 
 
-def write_ort_format(onnx_path: str | Path, *, keep_bitset: bool = True) -> OrtFiles:
+def write_ort_format(onnx_path: str | Path, *, mode: str = "speed") -> OrtFiles:
     """Write MODEL.ort and MODEL.required_operators.config next to MODEL.onnx.
 
-    onnxruntime.tools.convert_onnx_models_to_ort saves the model after ONNX Runtime's graph
-    optimisations, constant folding included, which would store bitset experts dense. With
-    keep_bitset (default) ConstantFolding is disabled for the conversion, so the .ort file
-    stays as small as the .onnx and a minimal build (which cannot constant-fold at load)
-    rebuilds the experts on every run; keep_bitset=False uses the tool as is (dense .ort,
-    fastest on device). The operator config comes from the tool's create_config_from_models.
+    The .ort is the graph a default ONNX Runtime session of MODEL.onnx runs after its
+    load-time optimisations (constant folding included), saved the way
+    onnxruntime.tools.convert_onnx_models_to_ort saves it (NchwcTransformer excluded: x86
+    layouts). ONNX Runtime does not re-run graph optimisations on an .ort file (a minimal
+    build cannot), so whatever the .onnx computes once at load must already be computed in
+    the .ort:
+      speed:  the folded experts are stored dense (the file is as large as a dense
+              export; memory and latency equal the speed .onnx's). A small .ort that rebuilt
+              the experts at load is not possible: nothing in an .ort runs once at load.
+      memory: the per-expert Loop cannot be folded, so the bitsets stay packed (the file
+              stays small) and the .ort runs exactly the .onnx's per-call rebuild.
+    The operator config (with type reduction) comes from the tool's create_config_from_models.
     """
     import onnxruntime as ort
     from onnxruntime.tools.ort_format_model import create_config_from_models
@@ -324,30 +362,19 @@ def write_ort_format(onnx_path: str | Path, *, keep_bitset: bool = True) -> OrtF
     config_path = onnx_path.with_suffix(".required_operators.config")
     with tempfile.TemporaryDirectory(prefix=".ort-", dir=folder) as tmp:
         tmp_ort = Path(tmp) / ort_path.name
-        if keep_bitset:
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.optimized_model_filepath = str(tmp_ort)
-            options.add_session_config_entry("session.save_model_format", "ORT")
-            options.add_session_config_entry("session.qdqisint8allowed", "0")
-            # NchwcTransformer: x86-only layouts (as the tool excludes them); ConstantFolding: keeps bitsets
-            ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"],
-                                 disabled_optimizers=["ConstantFolding", "NchwcTransformer"])
-        else:
-            from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
-
-            tmp_onnx = Path(tmp) / onnx_path.name
-            shutil.copyfile(onnx_path, tmp_onnx)
-            with contextlib.redirect_stdout(sys.stderr):  # the tool prints progress; stdout is for --json
-                convert_onnx_models_to_ort(tmp_onnx, output_dir=Path(tmp) / "out", optimization_styles=[OptimizationStyle.Fixed])
-            produced = Path(tmp) / "out" / onnx_path.with_suffix(".ort").name
-            shutil.move(str(produced), tmp_ort)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.optimized_model_filepath = str(tmp_ort)
+        options.add_session_config_entry("session.save_model_format", "ORT")
+        options.add_session_config_entry("session.qdqisint8allowed", "0")
+        ort.InferenceSession(str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["NchwcTransformer"])
         tmp_config = Path(tmp) / config_path.name
         logger = logging.getLogger("ort_format_model.utils")
         level = logger.level
         logger.setLevel(logging.WARNING)  # the tool logs an INFO line per file to stderr
         try:
-            create_config_from_models([tmp_ort], tmp_config, False)
+            create_config_from_models([tmp_ort], tmp_config, True)  # type reduction: only the types the model uses
         finally:
             logger.setLevel(level)
         # the tool names the temporary file it read; name the shipped one instead
@@ -355,7 +382,7 @@ def write_ort_format(onnx_path: str | Path, *, keep_bitset: bool = True) -> OrtF
         tmp_config.write_text(text)
         os.replace(tmp_ort, ort_path)
         os.replace(tmp_config, config_path)
-    return OrtFiles(model=ort_path, config=config_path, model_bytes=ort_path.stat().st_size, keeps_bitset=keep_bitset)
+    return OrtFiles(model=ort_path, config=config_path, model_bytes=ort_path.stat().st_size, keeps_bitset=mode == "memory")
 
 
 # --- from an artifact file ---------------------------------------------------------------------
@@ -379,15 +406,22 @@ def weight_source(loaded: Any) -> dict[str, StoredTensor]:
 
 
 def export_artifact(
-    artifact: str | Path, output: str | Path, *, experts: str = "bitset", opset: int = DEFAULT_OPSET,
-    simplify: bool = True, validate: bool = True, ort_format: bool = False,
+    artifact: str | Path, output: str | Path, *, experts: str = "bitset", opset: int | None = None,
+    simplify: bool = True, validate: bool = True, ort_format: bool = False, mode: str = "speed",
 ) -> dict[str, Any]:
-    """Read a `.mome` file, export it, write OUTPUT (atomically) and optionally the ORT format.
+    """Read a `.mome` file, export it, write OUTPUT (atomically), its golden rows
+    (OUT.golden.json, see mome_edge.runtime.golden) and optionally the ORT format.
+
+    The golden rows' expected probabilities come from the numpy reference of the artifact;
+    the written .onnx (and .ort), opened as an app opens it (default session options), must
+    reproduce them within the golden tolerance, or nothing is left behind and ParityError
+    is raised.
 
     Returns the report as a JSON-ready dict (ExportReport.to_json plus paths and file sizes).
     Raises ArtifactError / ConfigError / ParityError (see export_onnx).
     """
     from mome_edge.artifact.reader import read_artifact
+    from mome_edge.runtime import golden
 
     artifact, output = Path(artifact), Path(output)
     if output.suffix.lower() != ".onnx":
@@ -399,8 +433,16 @@ def export_artifact(
     loaded = read_artifact(artifact)
     result = export_onnx_with_report(
         loaded.model, experts=experts, opset=opset, simplify=simplify, validate=validate, source=weight_source(loaded),
+        mode=mode,
     )
-    written = save_onnx(result.model, output)
+    doc = golden.build_golden(loaded.model.spec, loaded.model.tasks, lambda c, n: reference_forward(loaded.model, c, n),
+                              model_name=output.name, mode=mode)
+    data = onnx_bytes(result.model)
+    golden_error = {"onnx": _golden_error(data, doc)}
+    written = len(data)
+    atomic_write_bytes(output, data)
+    golden_file = golden.golden_path(output)
+    atomic_write_bytes(golden_file, golden.golden_bytes(doc))
     report = {
         "model": str(artifact),
         "output": str(output),
@@ -410,9 +452,31 @@ def export_artifact(
         "ratio_to_artifact": written / loaded.file_bytes,
         **result.report.to_json(),
         "ort": None,
+        "golden": {"path": str(golden_file), "rows": len(doc["rows"]), "tolerance": doc["tolerance"]},
     }
     if ort_format:
-        files = write_ort_format(output)
+        files = write_ort_format(output, mode=mode)
+        golden_error["ort"] = _golden_error(str(files.model), doc)
         report["ort"] = {"path": str(files.model), "bytes": files.model_bytes, "required_operators": str(files.config),
                          "keeps_bitset": files.keeps_bitset}
+    report["golden"]["max_abs"] = golden_error
     return report
+
+
+def _golden_error(model: bytes | str, doc: dict) -> float:
+    """max |p - expected| of the golden rows through a default ONNX Runtime session (as an app opens
+    the file); ParityError above the golden tolerance (and the checked file is removed)."""
+    import onnxruntime as ort
+
+    from mome_edge.runtime import golden
+
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    cat, num = golden.golden_inputs(doc)
+    probs = np.stack(session.run(doc["tasks"], {INPUT_CATEGORICAL: cat, INPUT_NUMERICAL: num}), axis=1)
+    err = golden.golden_max_abs(doc, probs)
+    if not err <= doc["tolerance"]:
+        if isinstance(model, str):
+            Path(model).unlink(missing_ok=True)
+        raise ParityError(f"the exported model misses its golden rows by {err:.3g} (tolerance {doc['tolerance']:g}); "
+                          "this is an exporter bug, please report it with the artifact")
+    return err

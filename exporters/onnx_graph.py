@@ -3,19 +3,21 @@
 The graph has two parts, kept apart on purpose:
 
 * the *weight-decoding* subgraph: nodes whose inputs are all initializers and whose outputs
-  are float32 weights (unpack a bitset -> 0/1 -> multiply with the shared base weight;
-  dequantise int8 (Cast, Mul by scales); cast fp16). Any constant folding turns it back into dense float experts,
-  so the simplifier never sees it (see onnx_export._simplify) and the low-memory runtime
-  disables ONNX Runtime's ConstantFolding;
-* the *compute* subgraph: embeddings, expert layers, routing, towers.
+  are float32 weights (speed mode: bitset -> expert weights; the base weight's union layout;
+  dequantise int8 (Cast, Mul by scales); cast fp16). ONNX Runtime folds it once at session
+  start; the simplifier never sees it (see onnx_export._simplify), so the file keeps the
+  bitsets;
+* the *compute* subgraph: embeddings, expert layers (memory mode: a Loop that rebuilds one
+  expert per iteration, see exporters.onnx_bitset), routing, towers.
 
 Layouts inside the graph (B batch, E experts, T tasks):
-  first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side;
+  first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side
+                     (dense experts), or E MatMuls (B, in) @ (in, out) (bitset experts);
   later layers:      batched MatMul (E, B, in) @ (E, in, out);
   routing:           softmax gates (B, T, E) @ expert outputs (B, E, d) -> (B, T, d);
   towers:            batched MatMul (T, B, in) @ (T, in, out).
-Per-expert normalisation scales are folded into the expert weights *inside the decoder*
-(W_e = M_e * (W * s_e)), so the stored base weight stays shared.
+Dense experts have the per-expert normalisation scale folded in (W_e = M_e * W * s_e);
+bitset experts apply it after the matmul, so the stored base weight stays shared.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from mome_edge.exporters import onnx_bitset
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
@@ -51,6 +54,12 @@ META_STORAGE = "mome.storage"
 META_OOV_ID = "mome.oov_id"
 META_BIT_ORDER = "mome.bit_order"
 META_MODEL_METADATA = "mome.model_metadata"
+META_MODE = "mome.mode"  # speed | memory (exporters.onnx_bitset)
+# float32 bytes of masked experts a session of this file holds dense once it runs (all of them
+# in speed mode; in memory mode the largest single rebuilt expert and its bit planes): what
+# Predictor(memory_budget_mb=...) is checked against
+META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
+DEPLOY_MODES = onnx_bitset.MODES
 
 
 @dataclass(frozen=True)
@@ -102,11 +111,19 @@ class GraphInfo:
     bitset_initializers: list[str] = field(default_factory=list)
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
+    expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
+    one_expert_bytes: int = 0  # the largest single dense expert + its bool mask (what memory mode holds at once)
+
+    def resident_expert_bytes(self, mode: str) -> int:
+        """Bytes of masked experts a running session holds as dense float32 (layers without
+        masks are the model's own stored weights and do not count)."""
+        return self.one_expert_bytes if mode == "memory" else self.expert_bytes
 
 
 class _Builder:
-    def __init__(self, opset: int) -> None:
+    def __init__(self, opset: int, mode: str = "speed") -> None:
         self.opset = opset
+        self.mode = mode
         self.nodes: list[onnx.NodeProto] = []
         self.inits: dict[str, onnx.TensorProto] = {}
         self.info = GraphInfo()
@@ -173,29 +190,10 @@ def _to_float(b: _Builder, stem: str, raw: str, stored: StoredTensor, *, scale: 
     return out
 
 
-def _unpack_bits(b: _Builder, stem: str, bits: np.ndarray) -> str:
-    """bool array -> packed uint8 initializer + in-graph unpacking -> float32 0/1 of bits.shape."""
-    flat = np.ascontiguousarray(bits, dtype=bool).reshape(-1)
-    packed = np.packbits(flat, bitorder=BIT_ORDER)  # pad bits are zero
-    name = b.const(f"{stem}_bitset", packed, storage="bitset")
-    b.info.bitset_initializers.append(name)
-    col = b.op("Unsqueeze", [name, b.i64("axis1", [1])], stem=f"{stem}_bytes", decode=True)  # (N, 1)
-    shifts = b.const("bit_shifts", np.arange(7, -1, -1, dtype=np.uint8))  # (8,) MSB first
-    shifted = b.op("BitShift", [col, shifts], stem=f"{stem}_shifted", decode=True, direction="RIGHT")  # (N, 8)
-    if b.opset >= BITWISE_AND_OPSET:
-        bit = b.op("BitwiseAnd", [shifted, b.const("one_u8", np.array([1], np.uint8))], stem=f"{stem}_bit", decode=True)
-    else:
-        bit = b.op("Mod", [shifted, b.const("two_u8", np.array([2], np.uint8))], stem=f"{stem}_bit", decode=True)
-    flat_bits = b.op("Reshape", [bit, b.i64("shape", [-1])], stem=f"{stem}_flat", decode=True)  # (8N,)
-    if flat.size != packed.size * 8:  # drop the zero pad bits of the last byte
-        flat_bits = b.op("Slice", [flat_bits, b.i64("start", [0]), b.i64("end", [flat.size])], stem=f"{stem}_unpadded", decode=True)
-    shaped = b.op("Reshape", [flat_bits, b.i64("shape", list(bits.shape))], stem=f"{stem}_mask_u8", decode=True)
-    return b.op("Cast", [shaped], stem=f"{stem}_mask", decode=True, to=TensorProto.FLOAT)
-
-
 def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, first: bool, experts_mode: str,
                     source: WeightSource | None) -> str:
-    """Per-expert weights with the normalisation scale folded in.
+    """Per-expert weights stored dense (layers without masks, or experts="dense"), with the
+    normalisation scale folded in. (Masked layers stored as bitsets: exporters.onnx_bitset.)
 
     first=True  -> (in, E*out): the experts side by side for one MatMul on a shared input.
     first=False -> (E, in, out): for a batched MatMul on per-expert inputs.
@@ -203,10 +201,9 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     stored = _stored(source, key, layer.weight)
-    bitset = layer.masks is not None and experts_mode == "bitset"
-    if layer.masks is not None and not bitset and stored.storage != "fp32":
+    if layer.masks is not None and stored.storage != "fp32":
         stored = stored.with_masks(layer.masks)  # dense experts, still fp16/int8
-    if not bitset and stored.storage == "fp32":
+    if stored.storage == "fp32":
         # dense: materialise M_e * W * s_e once, in numpy
         dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
         if first:
@@ -214,27 +211,18 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
         return b.const(f"{stem}_weight", dense.transpose(0, 2, 1), storage="fp32")
 
     dec = dict(decode=True)
-    if bitset or stored.data.ndim == 2:
-        # shared base weight (out, in) [quantised or not] -> (in, 1, out) or (1, in, out)
-        mask = None
-        if bitset:
-            masks = layer.masks.transpose(2, 0, 1) if first else layer.masks.transpose(0, 2, 1)  # (in,E,out) | (E,in,out)
-            mask = _unpack_bits(b, f"{stem}_experts", masks)
-            base_t = _union_base(b, stem, stored, layer.masks, mask, expert_axis=1 if first else 0)  # (in, out)
-        else:  # a quantised shared weight without masks (fp32 ones were materialised above)
-            base = _decode(b, f"{stem}_base", stored)  # (out, in)
-            base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=[1, 0], **dec)
+    if stored.data.ndim == 2:
+        # a quantised shared weight without masks (fp32 ones were materialised above): every
+        # expert uses it, broadcast by the Mul with the per-expert scales
+        base = _decode(b, f"{stem}_base", stored)  # (out, in)
+        base_t = b.op("Transpose", [base], stem=f"{stem}_base_t", perm=[1, 0], **dec)
         if first:
             base_t = b.op("Unsqueeze", [base_t, b.i64("axis1", [1])], stem=f"{stem}_base_t3", **dec)  # (in, 1, out)
             scale = b.const(f"{stem}_scale", layer.scale[None, :, :])  # (1, E, out)
         else:
             base_t = b.op("Unsqueeze", [base_t, b.i64("axis0", [0])], stem=f"{stem}_base_t3", **dec)  # (1, in, out)
             scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
-        scaled = b.op("Mul", [base_t, scale], stem=f"{stem}_scaled", **dec)
-        if mask is not None:
-            weights = b.op("Mul", [scaled, mask], stem=f"{stem}_expert_weight", **dec)
-        else:  # shared weight without masks: every expert uses it (broadcast by Mul with the scales)
-            weights = scaled
+        weights = b.op("Mul", [base_t, scale], stem=f"{stem}_scaled", **dec)
     else:
         # per-expert quantised weights (E, out, in)
         base = _decode(b, f"{stem}_base", stored)
@@ -248,51 +236,6 @@ def _expert_weights(b: _Builder, stem: str, layer: ExpertLayer, key: str, *, fir
     else:
         b.info.decode_shapes[weights] = (e_count, in_dim, out_dim)
     return weights
-
-
-def _union_base(b: _Builder, stem: str, stored: StoredTensor, masks: np.ndarray, mask: str, *, expert_axis: int) -> str:
-    """The shared base weight, transposed (in, out) float32, stored in "union layout".
-
-    Only the entries some expert uses (the union of the masks) are stored, as in the
-    artifact; the decoder finds their places from the unpacked masks: union = ReduceMax over
-    the experts, the k-th used entry (row-major over (in, out)) is values[k], i.e. entry j
-    reads values[CumSum(union)[j] - 1] and unused entries are 0. (NonZero + ScatterND would
-    say the same, but ONNX Runtime does not constant-fold NonZero, so the decoder would run
-    on every call.) int8 is dequantised after the expansion, one scale per output column.
-    """
-    union = masks.any(axis=0).T  # (in, out) bool
-    data = stored.data
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
-        data = stored.data
-    values = np.ascontiguousarray(data.T[union])  # (nnz,) in the stored dtype, row-major over (in, out)
-    dec = dict(decode=True)
-    zero = numpy_helper.from_array(np.zeros(1, dtype=values.dtype), "value")
-    shape = b.i64("shape", list(union.shape))
-    if values.size == 0:  # no expert uses any weight of this layer
-        dense = b.op("ConstantOfShape", [shape], stem=f"{stem}_base_t_stored", value=zero, **dec)
-    else:
-        vals = b.const(f"{stem}_base_values", values, storage=stored.storage)
-        if b.opset >= 18:
-            used = b.op("ReduceMax", [mask, b.i64("expert_axis", [expert_axis])], stem=f"{stem}_union", keepdims=0, **dec)
-        else:
-            used = b.op("ReduceMax", [mask], stem=f"{stem}_union", axes=[expert_axis], keepdims=0, **dec)
-        used_flat = b.op("Reshape", [used, b.i64("shape", [-1])], stem=f"{stem}_union_flat", **dec)  # (in*out,) 0/1
-        rank = b.op("CumSum", [b.op("Cast", [used_flat], stem=f"{stem}_union_i64", to=TensorProto.INT64, **dec),
-                               b.i64("axis0", 0)], stem=f"{stem}_union_rank", **dec)
-        index = b.op("Sub", [rank, b.i64("one", [1])], stem=f"{stem}_value_index", **dec)  # -1 before the first: masked below
-        gathered = b.op("Gather", [vals, index], stem=f"{stem}_gathered", axis=0, **dec)  # (in*out,)
-        gathered = b.op("Reshape", [gathered, shape], stem=f"{stem}_gathered_2d", **dec)
-        is_used = b.op("Cast", [used], stem=f"{stem}_union_bool", to=TensorProto.BOOL, **dec)  # (in, out)
-        zero_value = b.const(f"{stem}_zero", np.zeros((), dtype=values.dtype))
-        dense = b.op("Where", [is_used, gathered, zero_value], stem=f"{stem}_base_t_stored", **dec)  # (in, out)
-    if stored.storage == "fp32":
-        return dense
-    scale = None
-    if stored.storage == "int8":  # one scale per output = per column of (in, out), or one for all
-        scale = np.asarray(stored.scale, dtype=np.float32)
-        scale = scale.reshape(()) if stored.axis is None else scale
-    return _to_float(b, f"{stem}_base_t", dense, stored, scale=scale)
 
 
 def _linear_weight(b: _Builder, stem: str, lin: Linear, key: str, source: WeightSource | None) -> str:
@@ -333,31 +276,26 @@ def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, sourc
 
 
 def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
-    """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV)."""
+    """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV).
+
+    One row Gather per kept field (its table is (V_f, k_f)); the ids are checked once for
+    all fields, (B, F). (A single flat table read element by element needs (B, d0) int64
+    index tensors: 8 bytes per embedding value per row, 40 MB of temporaries at batch 512
+    with 16 fields x 128.)
+    """
     parts = []
     if model.field_index:
-        # One flat table holding every kept embedding, read with per-column element indices:
-        # column c of x0 (field f, dimension j) reads flat[base_f + id_f * k_f + j]. Three
-        # Gathers whatever the number of fields, and no padding when fields differ in width.
-        field_of, width_of, offset_of, vocab_of = [], [], [], []
-        base = 0
-        for field_id, table in zip(model.field_index, model.embeddings):
-            vocab, width = table.shape
-            field_of += [field_id] * width
-            width_of += [width] * width
-            offset_of += [base + j for j in range(width)]
-            vocab_of += [vocab] * width
-            base += vocab * width
-        flat = _flat_table(b, model, source)
-        ids = b.op("Gather", [INPUT_CATEGORICAL, b.i64("field_of_column", field_of)], stem="ids", axis=1)  # (B, C)
+        fields = b.i64("kept_fields", list(model.field_index))
+        ids = b.op("Gather", [INPUT_CATEGORICAL, fields], stem="ids", axis=1)  # (B, F kept)
+        vocab = [int(t.shape[0]) for t in model.embeddings]
         ok = b.op("And", [
             b.op("GreaterOrEqual", [ids, b.i64("zero", 0)], stem="ids_nonneg"),
-            b.op("Less", [ids, b.i64("vocab_of_column", vocab_of)], stem="ids_in_vocab"),
+            b.op("Less", [ids, b.i64("vocab_of_field", vocab)], stem="ids_in_vocab"),
         ], stem="ids_valid")
-        safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, C), in range
-        index = b.op("Add", [b.op("Mul", [safe, b.i64("width_of_column", width_of)], stem="row_start"),
-                             b.i64("offset_of_column", offset_of)], stem="flat_index")
-        parts.append(b.op("Gather", [flat, index], stem="embedded", axis=0))  # (B, C)
+        safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, F), in range
+        for i, table in enumerate(_field_tables(b, model, source)):
+            column = b.op("Gather", [safe, b.i64(f"field{i}", i)], stem=f"ids_field{i}", axis=1)  # (B,)
+            parts.append(b.op("Gather", [table, column], stem=f"embedded{i}", axis=0))  # (B, k_f)
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
@@ -371,18 +309,16 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     return b.op("Concat", parts, stem="x0", axis=1)  # (B, d0)
 
 
-def _flat_table(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
-    stored = [_stored(source, f"embeddings.{i}", t) for i, t in enumerate(model.embeddings)]
-    if all(s.storage == "fp32" for s in stored):
-        flat = np.concatenate([s.data.reshape(-1) for s in stored]).astype(np.float32)
-        return b.const("embedding_values", flat, storage="fp32")
-    pieces = []
-    for i, s in enumerate(stored):
-        t = _decode(b, f"embedding{i}", s)
-        pieces.append(b.op("Reshape", [t, b.i64("shape", [-1])], stem=f"embedding{i}_flat", decode=True))
-    out = b.op("Concat", pieces, stem="embedding_values", decode=True, axis=0) if len(pieces) > 1 else pieces[0]
-    b.info.decode_shapes[out] = (int(sum(t.size for t in model.embeddings)),)
-    return out
+def _field_tables(b: _Builder, model: CompiledModel, source: WeightSource | None) -> list[str]:
+    """One float32 (V_f, k_f) table per kept field (fp16/int8 ones decoded, folded at load)."""
+    tables = []
+    for i, table in enumerate(model.embeddings):
+        stored = _stored(source, f"embeddings.{i}", table)
+        name = _decode(b, f"embedding{i}", stored)
+        if stored.storage != "fp32":
+            b.info.decode_shapes[name] = tuple(table.shape)
+        tables.append(name)
+    return tables
 
 
 def _select_columns(b: _Builder, h: str, index: np.ndarray | None, axis: int, stem: str) -> str:
@@ -396,6 +332,10 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     """x (B, in) shared -> (E, B, out)."""
     e_count, out_dim = layer.scale.shape
     x = _select_columns(b, x, layer.input_index, 1, stem)
+    if layer.masks is not None and experts_mode == "bitset":
+        return _bitset_layer(b, stem, layer, x, key, source, first=True)
+    if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
+        b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=True, experts_mode=experts_mode, source=source)  # (in, E*out)
     y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (B, E*out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
@@ -404,10 +344,25 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
 
 
+def _bitset_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, source: WeightSource | None, *,
+                  first: bool) -> str:
+    """A masked layer stored as bitsets, built for the export's deployment mode (exporters.onnx_bitset)."""
+    stored = _stored(source, key, layer.weight)
+    build = onnx_bitset.speed_layer if b.mode == "speed" else onnx_bitset.memory_layer
+    all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
+    b.info.expert_bytes += all_bytes
+    b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+    return build(b, stem, layer, h, first=first, stored=stored)
+
+
 def _later_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, experts_mode: str,
                  source: WeightSource | None) -> str:
     """h (E, B, in) per expert -> (E, B, out)."""
     h = _select_columns(b, h, layer.input_index, 2, stem)
+    if layer.masks is not None and experts_mode == "bitset":
+        return _bitset_layer(b, stem, layer, h, key, source, first=False)
+    if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
+        b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=False, experts_mode=experts_mode, source=source)  # (E, in, out)
     y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (E, B, out)
     y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
@@ -510,10 +465,20 @@ def check_task_names(tasks: tuple[str, ...]) -> None:
 
 
 def build_model(model: CompiledModel, *, experts: str, opset: int, source: WeightSource | None = None,
-                metadata: Mapping[str, str] | None = None) -> tuple[onnx.ModelProto, GraphInfo]:
-    """The ONNX model of `model` (not checked, not simplified) and what the builder recorded."""
+                metadata: Mapping[str, str] | None = None, mode: str = "speed") -> tuple[onnx.ModelProto, GraphInfo]:
+    """The ONNX model of `model` (not checked, not simplified) and what the builder recorded.
+
+    mode: "speed" or "memory" (DEPLOY_MODES); it changes only masked layers stored as bitsets
+    (see exporters.onnx_bitset); "memory" needs experts="bitset".
+    """
     check_task_names(model.tasks)
-    b = _Builder(opset)
+    if mode not in DEPLOY_MODES:
+        raise ConfigError(f"mode={mode!r} is not a deployment mode; use one of {', '.join(DEPLOY_MODES)}")
+    if mode == "memory" and experts != "bitset":
+        raise ConfigError("mode 'memory' rebuilds experts from bitsets; use experts='bitset' (or mode 'speed' for dense experts)")
+    if mode == "memory" and opset < BITWISE_AND_OPSET:
+        raise ConfigError(f"mode 'memory' isolates mask bits with BitwiseAnd (opset {BITWISE_AND_OPSET}); use --opset {BITWISE_AND_OPSET} or later")
+    b = _Builder(opset, mode)
     x0 = _embed(b, model, source)
     if model.kind == "ple":
         h = _ple_trunk(b, model, x0, experts, source)
@@ -540,6 +505,8 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
         META_TASKS: json.dumps(list(model.tasks)),
         META_KIND: model.kind,
         META_EXPERTS: experts,
+        META_MODE: mode,
+        META_RESIDENT_EXPERT_BYTES: str(b.info.resident_expert_bytes(mode)),
         META_STORAGE: json.dumps(sorted(set(b.info.storage.values()))),
         META_OOV_ID: "0",
         META_BIT_ORDER: BIT_ORDER,

@@ -23,10 +23,11 @@ def test_census_end_to_end_example(tmp_path, shared_data_dir):
                           capture_output=True, text=True, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "out"
-    for name in ("mome.mome", "mmoe.mome", "mome-int8.mome", "mome.onnx", "mome.ort", "mmoe.onnx", "mome-masks.png", "bench.png"):
+    for name in ("mome.mome", "mmoe.mome", "mome-int8.mome", "mome.onnx", "mome.ort", "mome-memory.onnx", "mome-memory.ort",
+                 "mome.golden.json", "mmoe.onnx", "mome-masks.png", "bench.png"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "mome.onnx").stat().st_size < (out / "mmoe.onnx").stat().st_size
     metrics = json.loads((out / "mome-onnx-test.json").read_text())
     assert metrics["tasks"]["income"]["auc"] > 0.8
     bench = json.loads((out / "bench.json").read_text())
-    assert {r["model"].split("/")[-1] for r in bench["results"]} >= {"mome.onnx", "mmoe.onnx"}
+    assert {r["model"].split("/")[-1] for r in bench["results"]} >= {"mome.onnx", "mome-memory.onnx", "mmoe.onnx"}

@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 
 from mome_edge.artifact.reader import parse_artifact

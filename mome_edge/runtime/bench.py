@@ -13,6 +13,7 @@ import io
 import json
 import os
 import subprocess
+import time
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,9 @@ def bench(models: Sequence[str | Path], config: BenchConfig | None = None) -> Be
     results: list[dict[str, Any]] = []
     environment: dict[str, Any] = {}
     for path in paths:
-        for mode in config.experts:
+        # an .onnx/.ort file runs the mode it was exported with (`export --mode`): once
+        modes = config.experts if str(path).lower().endswith(".mome") else config.experts[:1]
+        for mode in modes:
             for threads in config.threads:
                 report = _run_worker(path, mode, threads, config)
                 results.extend(report["results"])
@@ -113,6 +116,7 @@ def _run_worker(path: Path, mode: str, threads: int, config: BenchConfig) -> dic
     ]
     # numpy's BLAS reads its thread count at import: give the worker the measured count
     env = {**os.environ, **{var: str(threads) for var in BLAS_THREAD_VARS}}
+    env[device_bench.SPAWN_TIME_ENV] = repr(time.time())  # the cold start counts from here
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False, env=env)
     except subprocess.TimeoutExpired:
@@ -129,8 +133,13 @@ def _run_worker(path: Path, mode: str, threads: int, config: BenchConfig) -> dic
 
 def _add_ratios(results: list[dict[str, Any]], baseline_model: str) -> None:
     base = {(r["batch"], r["threads"], r["experts"]): r for r in results if r["model"] == baseline_model}
+    first = {}
+    for r in results:
+        if r["model"] == baseline_model:
+            first.setdefault((r["batch"], r["threads"]), r)
     for row in results:
-        ref = base.get((row["batch"], row["threads"], row["experts"]))
+        # the same expert mode when the first model has it, else its first row at that batch/threads
+        ref = base.get((row["batch"], row["threads"], row["experts"])) or first.get((row["batch"], row["threads"]))
         row["ratios"] = None if ref is None else {
             key: (row[key] / ref[key] if ref[key] else None) for key in RATIO_KEYS
         }

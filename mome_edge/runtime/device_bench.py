@@ -12,7 +12,10 @@ files need nothing but numpy and onnxruntime. `mome-edge bench` runs this module
 so that peak resident memory is per model.
 
 Per (threads, batch): load_s (session/predictor construction), first_run_ms (first call at
-that batch), latency min/p50/p90/p99/max/mean over --runs calls after --warmup calls,
+that batch), cold_start (per process, the same for every row: interpreter_s from process start
+to the script (when started by `mome-edge bench`), import_s (numpy + onnxruntime, and the
+mome_edge runtime for .mome files), load_s, first_prediction_s (first call, first batch) and
+total_s = process start (or script start) to the first prediction's result), latency min/p50/p90/p99/max/mean over --runs calls after --warmup calls,
 rows_per_s = batch / mean latency, peak_rss_mb (the process's peak so far), baseline_rss_mb
 (after importing numpy + onnxruntime, before loading the model) and added_rss_mb
 (peak - baseline: what the model costs over a bare onnxruntime process).
@@ -20,15 +23,23 @@ rows_per_s = batch / mean latency, peak_rss_mb (the process's peak so far), base
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import sys
 import time
 
-import numpy as np
-import onnxruntime as ort
+_SCRIPT_START = time.time()  # before the heavy imports: import time is part of a cold start
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+_IMPORTED = time.time()
+# `mome-edge bench` sets this to time.time() just before it starts the process, so the cold
+# start includes the interpreter's own start-up; run by hand, the cold start starts at the script
+SPAWN_TIME_ENV = "MOME_BENCH_SPAWN_TIME"
 
 EXPERT_MODES = ("materialize", "on-demand")
 META_FEATURE_SPEC = "mome.feature_spec"
@@ -97,21 +108,17 @@ def environment() -> dict:
 
 
 class _OnnxModel:
-    """An ORT session with the runtime's session settings (see mome_edge.runtime.onnx_engine)."""
+    """An ORT session as an app opens one: default options but the thread count (as
+    mome_edge.runtime.onnx_engine). The expert mode is the file's (`export --mode`)."""
 
-    def __init__(self, path: str, threads: int, experts: str) -> None:
+    def __init__(self, path: str, threads: int) -> None:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        if experts == "on-demand":  # as mome_edge.runtime.onnx_engine.session_options
-            options.enable_cpu_mem_arena = False
-            options.enable_mem_pattern = False
-        disabled = ["ConstantFolding"] if experts == "on-demand" else None
-        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"],
-                                            disabled_optimizers=disabled)
+        self.session = ort.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
         meta = self.session.get_modelmeta().custom_metadata_map
+        self.experts = {"speed": "materialize", "memory": "on-demand"}.get(meta.get("mome.mode", "speed"), "materialize")
         inputs = {i.name: i for i in self.session.get_inputs()}
         if META_FEATURE_SPEC in meta:
             spec = json.loads(meta[META_FEATURE_SPEC])
@@ -132,7 +139,10 @@ class _MomeModel:
     def __init__(self, path: str, threads: int, experts: str, memory_budget_mb: float) -> None:
         from mome_edge.runtime import Predictor
 
-        self.predictor = Predictor(path, threads=threads, experts=experts, memory_budget_mb=memory_budget_mb)
+        # the budget sizes the on-demand resident subset; materialize holds every expert by definition
+        budget = memory_budget_mb if experts == "on-demand" else None
+        self.predictor = Predictor(path, threads=threads, experts=experts, memory_budget_mb=budget)
+        self.experts = experts
         self.vocab = list(self.predictor.spec.vocab_sizes)
         self.width = len(self.predictor.spec.numerical)
 
@@ -143,7 +153,7 @@ class _MomeModel:
 def load(path: str, threads: int, experts: str, memory_budget_mb: float):
     if path.lower().endswith(".mome"):
         return _MomeModel(path, threads, experts, memory_budget_mb), "numpy"
-    return _OnnxModel(path, threads, experts), "onnx"
+    return _OnnxModel(path, threads), "onnx"
 
 
 def sample(vocab: list[int], width: int, rows: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -165,7 +175,9 @@ def measure(path: str, *, batches: list[int], threads: list[int], runs: int, war
         # the numpy runtime's code belongs to the bare process, as onnxruntime's does
         import mome_edge.artifact.reader  # noqa: F401
         import mome_edge.runtime  # noqa: F401
+    imported = time.time()
     baseline = current_rss_mb()
+    cold = None
     for t in threads:
         start = time.perf_counter()
         model, runtime = load(path, t, experts, memory_budget_mb)
@@ -175,6 +187,8 @@ def measure(path: str, *, batches: list[int], threads: list[int], runs: int, war
             start = time.perf_counter()
             model.predict(cat, num)
             first_ms = (time.perf_counter() - start) * 1e3
+            if cold is None:
+                cold = cold_start(imported, load_s, first_ms / 1e3)
             for _ in range(warmup):
                 model.predict(cat, num)
             times = np.empty(runs, dtype=np.float64)
@@ -185,8 +199,8 @@ def measure(path: str, *, batches: list[int], threads: list[int], runs: int, war
             ms = times * 1e3
             peak = peak_rss_mb()
             rows.append({
-                "model": path, "runtime": runtime, "experts": experts, "batch": batch, "threads": t,
-                "load_s": load_s, "first_run_ms": first_ms,
+                "model": path, "runtime": runtime, "experts": model.experts, "batch": batch, "threads": t,
+                "load_s": load_s, "first_run_ms": first_ms, "cold_start": cold,
                 "min_ms": float(ms.min()), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
                 "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max()), "mean_ms": float(ms.mean()),
                 "rows_per_s": float(batch / times.mean()), "runs": runs, "warmup": warmup,
@@ -195,6 +209,20 @@ def measure(path: str, *, batches: list[int], threads: list[int], runs: int, war
             })
         del model
     return rows
+
+
+def cold_start(imported: float, load_s: float, first_prediction_s: float) -> dict:
+    """Process start (or script start) to the first prediction, in parts (seconds)."""
+    spawn = os.environ.get(SPAWN_TIME_ENV)
+    start = float(spawn) if spawn else _SCRIPT_START
+    return {
+        "interpreter_s": _SCRIPT_START - float(spawn) if spawn else None,
+        "import_s": imported - _SCRIPT_START,
+        "load_s": load_s,
+        "first_prediction_s": first_prediction_s,
+        "total_s": (imported - start) + load_s + first_prediction_s,
+        "from": "process start" if spawn else "script start",
+    }
 
 
 def _int_list(text: str) -> list[int]:
@@ -212,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--experts", choices=EXPERT_MODES, default="materialize")
-    parser.add_argument("--memory-budget-mb", type=float, default=16.0)
+    parser.add_argument("--memory-budget-mb", type=float, default=16.0, help=".mome on-demand: MiB of rebuilt experts kept resident")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)

@@ -4,11 +4,13 @@
     layer's experts sit side by side, (in, E*out), for one matmul. Fastest; holds E dense
     copies of every masked layer.
 "on-demand": only the shared base weights and the packed masks (1 bit per weight and
-    expert) stay resident. Expert e of layer l is rebuilt (unpack bits, select, scale) when a
-    forward pass needs it, and kept in an LRU cache bounded by the memory budget. With a
-    budget of at least the materialised size this converges to "materialize" after the
-    first batch; with less, experts are rebuilt every batch (softmax routing reads every
-    expert, in a fixed cycle, which is the LRU's worst case), trading latency for memory.
+    expert) stay resident, plus a FIXED subset of rebuilt experts chosen at load (layer by
+    layer, expert by expert, while they fit in the memory budget). Every other expert is
+    rebuilt (unpack bits, select, scale) each time a forward pass needs it and dropped
+    after use. Softmax routing reads every expert of every layer in a fixed cycle, which
+    is an LRU's worst case (any budget below the whole set evicted each expert just before
+    its next use: every read a rebuild); a fixed subset instead turns a budget of k experts
+    into exactly E_total - k rebuilds per call. Budget >= the whole set: "materialize".
 Dense layers (MMoE, shared-bottom, single-task, PLE) have nothing to rebuild and run the
 same way in both modes.
 """
@@ -19,7 +21,7 @@ import numpy as np
 
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, trunk_forward
 from mome_edge.errors import ConfigError
-from mome_edge.runtime.cache import ByteLRU, CacheStats
+from mome_edge.runtime.cache import CacheStats
 
 EXPERT_MODES = ("materialize", "on-demand")
 BIT_ORDER = "big"  # the artifact's declared bit order (mome_edge.artifact.masks.BIT_ORDER)
@@ -58,15 +60,27 @@ class _DenseLayer:
         return np.maximum(y, 0.0, out=y)
 
 
-class _OnDemandLayer:
-    """Shared base weight + packed masks; expert weights rebuilt through the shared LRU."""
+class _ResidentBudget:
+    """Bytes of rebuilt expert weights held for the engine's lifetime, handed out once at load."""
 
-    def __init__(self, layer: ExpertLayer, position: int, cache: ByteLRU, packed: np.ndarray | None = None) -> None:
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity_bytes = int(capacity_bytes)
+        self.used_bytes = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.used_bytes + nbytes > self.capacity_bytes:
+            return False
+        self.used_bytes += nbytes
+        return True
+
+
+class _OnDemandLayer:
+    """Shared base weight + packed masks; a fixed subset of experts held rebuilt, the rest rebuilt per use."""
+
+    def __init__(self, layer: ExpertLayer, budget: _ResidentBudget, packed: np.ndarray | None = None) -> None:
         if layer.masks is None or layer.weight.ndim != 2:
             raise ConfigError("on-demand rebuild needs a shared base weight and expert masks")
         e_count, out_dim = layer.scale.shape
-        self.position = position
-        self.cache = cache
         self.index = layer.input_index
         self.base = np.ascontiguousarray(layer.weight, dtype=np.float32)  # (out, in), shared
         self.out_in = self.base.shape
@@ -77,26 +91,33 @@ class _OnDemandLayer:
         self.shift = np.ascontiguousarray(layer.shift, dtype=np.float32)  # (E, out)
         self.experts = e_count
         self.rebuilds = 0
+        self.hits = 0
+        # the fixed resident subset: rebuilt once, now, while the budget lasts
+        self.resident = {e: self._rebuild(e) for e in range(e_count) if budget.take(self.expert_bytes)}
 
     @property
     def resident_bytes(self) -> int:
+        """Always-resident bytes (shared weight, masks, affine); the rebuilt subset is counted by the budget."""
         return int(self.base.nbytes + self.packed.nbytes + self.scale.nbytes + self.shift.nbytes)
 
     @property
     def expert_bytes(self) -> int:
         return int(self.base.nbytes)
 
-    def expert(self, e: int) -> np.ndarray:
-        """W_e * s_e, (out, in) float32, from the cache or rebuilt from the bits."""
-        key = (self.position, e)
-        weight = self.cache.get(key)
-        if weight is None:
-            bits = np.unpackbits(self.packed[e], count=self.base.size, bitorder=BIT_ORDER)  # uint8 0/1
-            weight = self.base * self.scale[e]  # (out, in) float32, a new array
-            weight *= bits.reshape(self.out_in)  # 3x faster than np.where on the bool view
-            self.rebuilds += 1  # (racy under threads: a statistic, not an invariant)
-            self.cache.put(key, weight)
+    def _rebuild(self, e: int) -> np.ndarray:
+        bits = np.unpackbits(self.packed[e], count=self.base.size, bitorder=BIT_ORDER)  # uint8 0/1
+        weight = self.base * self.scale[e]  # (out, in) float32, a new array
+        weight *= bits.reshape(self.out_in)  # 3x faster than np.where on the bool view
         return weight
+
+    def expert(self, e: int) -> np.ndarray:
+        """W_e * s_e, (out, in) float32: the resident copy, or rebuilt from the bits (not kept)."""
+        weight = self.resident.get(e)
+        if weight is not None:
+            self.hits += 1  # (racy under threads: statistics, not invariants)
+            return weight
+        self.rebuilds += 1
+        return self._rebuild(e)
 
     def apply(self, h: np.ndarray) -> np.ndarray:
         """h (B, in) shared or (E, B, in) per expert -> (E, B, out)."""
@@ -106,9 +127,14 @@ class _OnDemandLayer:
         y = np.empty((self.experts, rows, self.out_in[0]), dtype=np.float32)
         for e in range(self.experts):
             x = h if h.ndim == 2 else h[e]
-            np.matmul(x, self.expert(e).T, out=y[e])
+            np.matmul(x, self.expert(e).T, out=y[e])  # one rebuilt expert alive at a time
             y[e] += self.shift[e]
         return np.maximum(y, 0.0, out=y)
+
+
+def masked_expert_bytes(model: CompiledModel) -> int:
+    """float32 bytes of every masked layer's E rebuilt experts (what "materialize" holds)."""
+    return sum(4 * layer.experts * int(np.prod(layer.weight.shape)) for layer in model.layers if layer.masks is not None)
 
 
 class NumpyEngine:
@@ -122,7 +148,7 @@ class NumpyEngine:
         self.kind = model.kind
         self.tasks = model.tasks
         self.spec = model.spec
-        self.cache = ByteLRU(memory_budget_bytes)
+        self.budget = _ResidentBudget(memory_budget_bytes)
         self._tables = [(f, np.ascontiguousarray(t, dtype=np.float32)) for f, t in zip(model.field_index, model.embeddings)]
         self._numerical_keep = np.asarray(model.numerical_keep, dtype=np.int64)
         self._towers = [
@@ -134,7 +160,7 @@ class NumpyEngine:
         for i, layer in enumerate(model.layers):
             if experts == "on-demand" and layer.masks is not None and layer.weight.ndim == 2:
                 packed = None if packed_masks is None else packed_masks.get(i)
-                self._layers.append(_OnDemandLayer(layer, i, self.cache, packed))
+                self._layers.append(_OnDemandLayer(layer, self.budget, packed))
             else:
                 self._layers.append(_DenseLayer(layer, first=i == 0))
         self.routing = model.routing
@@ -149,7 +175,7 @@ class NumpyEngine:
 
     # --- memory -------------------------------------------------------------------------------
     def resident_bytes(self) -> int:
-        """Bytes of weights held outside the LRU cache."""
+        """Bytes of weights always held (the fixed subset of rebuilt experts is `cache_stats().bytes`)."""
         total = sum(t.nbytes for _, t in self._tables) + sum(w.nbytes + b.nbytes for w, b in self._towers)
         for layer in self._layers:
             total += layer.resident_bytes if isinstance(layer, _OnDemandLayer) else layer.nbytes
@@ -160,8 +186,23 @@ class NumpyEngine:
     def rebuilds(self) -> int:
         return sum(layer.rebuilds for layer in self._layers if isinstance(layer, _OnDemandLayer))
 
+    def resident_experts(self) -> int:
+        return sum(len(layer.resident) for layer in self._layers if isinstance(layer, _OnDemandLayer))
+
+    def rebuilt_experts(self) -> int:
+        """Experts rebuilt on every call (those outside the resident subset)."""
+        return sum(layer.experts - len(layer.resident) for layer in self._layers if isinstance(layer, _OnDemandLayer))
+
     def cache_stats(self) -> CacheStats:
-        return self.cache.stats()
+        """The resident subset in the shape of the former LRU's statistics (entries = resident experts,
+        misses = rebuilds, uncacheable = experts outside the subset, no evictions)."""
+        layers = [layer for layer in self._layers if isinstance(layer, _OnDemandLayer)]
+        return CacheStats(
+            capacity_bytes=self.budget.capacity_bytes, bytes=self.budget.used_bytes, peak_bytes=self.budget.used_bytes,
+            entries=self.resident_experts(), hits=sum(layer.hits for layer in layers), misses=self.rebuilds(),
+            evictions=0, uncacheable=self.rebuilt_experts(),
+        )
+
 
     # --- forward --------------------------------------------------------------------------------
     def _embed(self, cat: np.ndarray, num: np.ndarray) -> np.ndarray:

@@ -22,40 +22,43 @@ META_TASKS = "mome.tasks"
 META_KIND = "mome.kind"
 META_EXPERTS = "mome.experts"
 META_MODEL_METADATA = "mome.model_metadata"
+META_MODE = "mome.mode"
+META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
+# the file's deployment mode -> the Predictor's expert mode it implements
+MODE_EXPERTS = {"speed": "materialize", "memory": "on-demand"}
 SUPPORTED_FORMAT_VERSION = 2  # 2: the file carries its own SHA-256 (onnx_integrity)
 INPUT_CATEGORICAL = "categorical"
 INPUT_NUMERICAL = "numerical"
 
 
-def session_options(threads: int | None, experts: str):
+def session_options(threads: int | None):
+    """ONNX Runtime's defaults (as an app opens the file), plus the thread count and quiet logs.
+
+    The expert mode is a property of the file (`mome-edge export --mode`), not of the session:
+    a speed file folds its experts at load under the default optimisations, a memory file
+    rebuilds them per call whatever the optimisations (nothing in its Loop can be folded).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = int(threads)
     options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 4  # fatal only: failures reach the caller as one exception, not as log lines on stderr
-    if experts == "on-demand":
-        # no arena and no pre-planned memory pattern: the unpacking's intermediates are freed
-        # after each run instead of being held (measured: +16.6 MiB vs +34.1 MiB with the pattern)
-        options.enable_cpu_mem_arena = False
-        options.enable_mem_pattern = False
     return options
 
 
 class OnnxEngine:
     """An InferenceSession plus the model's feature spec; `run` is thread-safe (ORT's run is)."""
 
-    def __init__(self, source: str | Path | bytes, *, threads: int | None, experts: str) -> None:
+    def __init__(self, source: str | Path | bytes, *, threads: int | None, experts: str | None = None,
+                 memory_budget_mb: float | None = None) -> None:
         import onnxruntime as ort
 
         name = "the in-memory model" if isinstance(source, (bytes, bytearray)) else str(source)
         self.name = name
-        # "on-demand": no constant folding, so the packed masks and the shared base weights stay
-        # in memory as stored and the experts are rebuilt inside every run. "materialize": ORT
-        # folds the weight decoder once at session start (dense experts in memory, fastest).
-        disabled = ["ConstantFolding"] if experts == "on-demand" else None
+        if experts not in (None, *MODE_EXPERTS.values()):
+            raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use materialize or on-demand")
         payload = bytes(source) if isinstance(source, (bytes, bytearray)) else str(source)
         self._verify(payload)  # before ONNX Runtime parses a damaged file
         try:
@@ -63,8 +66,7 @@ class OnnxEngine:
             # load; stdout belongs to the caller's results (CLI --json), so that text is dropped.
             with contextlib.redirect_stdout(io.StringIO()):
                 self.session = ort.InferenceSession(
-                    payload, sess_options=session_options(threads, experts), providers=["CPUExecutionProvider"],
-                    disabled_optimizers=disabled,
+                    payload, sess_options=session_options(threads), providers=["CPUExecutionProvider"],
                 )
         except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -93,8 +95,32 @@ class OnnxEngine:
         outputs = [o.name for o in self.session.get_outputs()]
         if inputs != {INPUT_CATEGORICAL, INPUT_NUMERICAL} or sorted(outputs) != sorted(self.tasks):
             raise ArtifactError(f"{name}: inputs {sorted(inputs)} / outputs {outputs} do not match its metadata; export it again")
-        if experts not in ("materialize", "on-demand"):
-            raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use materialize or on-demand")
+        self.mode = meta.get(META_MODE, "speed")  # exports before --mode existed fold their decoder at load: speed
+        if self.mode not in MODE_EXPERTS:
+            raise ArtifactError(f"{name}: metadata {META_MODE}={self.mode[:40]!r} is not speed or memory; export it again")
+        try:
+            self.resident_expert_bytes = int(meta.get(META_RESIDENT_EXPERT_BYTES, "0"))
+            if self.resident_expert_bytes < 0:
+                raise ValueError("negative")
+        except ValueError:
+            raise ArtifactError(f"{name}: metadata {META_RESIDENT_EXPERT_BYTES} is not a byte count; export it again") from None
+        self.experts = MODE_EXPERTS.get(self.mode, "materialize")
+        if experts is not None and experts != self.experts:
+            other = "memory" if experts == "on-demand" else "speed"
+            raise ConfigError(
+                f"{name} was exported with --mode {self.mode} (experts {self.experts}); experts={experts!r} needs a file "
+                f"exported with `mome-edge export --mode {other}` (or leave experts unset to use the file's mode)"
+            )
+        if memory_budget_mb is not None and self.resident_expert_bytes > memory_budget_mb * 2**20:
+            need = self.resident_expert_bytes / 2**20
+            fix = ("export it with `mome-edge export --mode memory` (one expert at a time) or raise the budget"
+                   if self.mode != "memory" else
+                   "raise the budget, or run the .mome artifact with Predictor(..., experts='on-demand'), whose numpy "
+                   "runtime keeps a fixed subset of experts within any budget")
+            raise ConfigError(
+                f"memory_budget_mb={memory_budget_mb:g}: {name} ({self.mode} mode) holds {need:.2f} MiB of dense expert "
+                f"weights while it runs; {fix}"
+            )
 
     def _verify(self, payload: bytes | str) -> None:
         """Check the export's SHA-256 (see onnx_integrity); ORT-format files have none of their own."""

@@ -1,7 +1,7 @@
 """Predictor: the one entry point of the device runtime.
 
-    predictor = Predictor("model.onnx", threads=2)                 # ONNX Runtime
-    predictor = Predictor("model.mome", experts="on-demand", memory_budget_mb=8)  # numpy
+    predictor = Predictor("model.onnx", threads=2)                 # ONNX Runtime; the file's mode
+    predictor = Predictor("model.mome", experts="on-demand", memory_budget_mb=8)  # numpy, fixed resident subset
     probs = predictor.predict(categorical, numerical)   # {task: float32 (B,)}
     probs = predictor.predict_rows([{"age": 41, "education": "Bachelors", ...}])
 
@@ -21,7 +21,7 @@ from mome_edge.artifact.compiled import CompiledModel
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, DataError
 from mome_edge.runtime.inputs import check_inputs, check_outputs
-from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine
+from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine, masked_expert_bytes
 
 DEFAULT_MEMORY_BUDGET_MB = 16.0
 ONNX_SUFFIXES = (".onnx", ".ort")
@@ -37,21 +37,30 @@ class Predictor:
             engine uses numpy's BLAS threads, set by the environment (OMP_NUM_THREADS).
         experts: "materialize" rebuilds every expert once at load (fastest, E dense copies of
             each masked layer in memory); "on-demand" keeps the shared weights and packed
-            masks only and rebuilds experts when needed (numpy: cached in an LRU bounded by
-            memory_budget_mb; ONNX: ConstantFolding disabled, rebuilt inside every run).
-        memory_budget_mb: bytes of rebuilt expert weights the on-demand LRU may hold.
+            masks and rebuilds experts when needed. None: "materialize" for a .mome file,
+            and for .onnx/.ort the mode the file was exported with (`export --mode speed` =
+            materialize, `--mode memory` = on-demand): the mode is in the file, and asking
+            an ONNX file for the other one is a ConfigError.
+        memory_budget_mb: MiB of dense expert weights rebuilt from bitsets that may be held
+            at once. None: no limit (numpy on-demand then keeps DEFAULT_MEMORY_BUDGET_MB).
+            Honoured on every path or refused: numpy on-demand keeps a fixed subset of
+            experts within it and rebuilds the others on every call; numpy materialize and
+            ONNX files hold a known amount (all experts; a memory-mode file one expert at
+            a time) and refuse a smaller budget with a ConfigError naming the fix. Layers
+            without masks (MMoE, PLE, ...) are the model's own weights and do not count.
 
     Raises:
-        ConfigError: bad threads, experts or memory budget, or an unknown file type.
+        ConfigError: bad threads, experts or memory budget, a budget the path cannot honour,
+            or an unknown file type.
         ArtifactError: the file is missing, unreadable or not a mome-edge model.
     """
 
-    def __init__(self, path: str | Path | bytes, *, threads: int | None = None, experts: str = "materialize",
-                 memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> None:
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = None, experts: str | None = None,
+                 memory_budget_mb: float | None = None) -> None:
         _check_options(threads, experts, memory_budget_mb)
         self.experts = experts
         self.threads = threads
-        self.memory_budget_mb = float(memory_budget_mb)
+        self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         if isinstance(path, (bytes, bytearray)):
             self.path = None
             self._onnx(bytes(path))
@@ -71,25 +80,36 @@ class Predictor:
             raise ConfigError(f"{self.path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
 
     @classmethod
-    def from_compiled(cls, model: CompiledModel, *, experts: str = "materialize",
-                      memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> "Predictor":
+    def from_compiled(cls, model: CompiledModel, *, experts: str | None = None,
+                      memory_budget_mb: float | None = None) -> "Predictor":
         """A numpy Predictor for an in-memory CompiledModel (no file)."""
         _check_options(None, experts, memory_budget_mb)
         self = cls.__new__(cls)
-        self.path, self.threads, self.experts, self.memory_budget_mb = None, None, experts, float(memory_budget_mb)
+        self.path, self.threads, self.experts = None, None, experts
+        self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self._numpy(model)
         return self
 
     def _onnx(self, source: Path | bytes) -> None:
         from mome_edge.runtime.onnx_engine import OnnxEngine
 
-        engine = OnnxEngine(source, threads=self.threads, experts=self.experts)
-        self._engine, self.runtime = engine, "onnx"
+        engine = OnnxEngine(source, threads=self.threads, experts=self.experts, memory_budget_mb=self.memory_budget_mb)
+        self._engine, self.runtime, self.experts, self.mode = engine, "onnx", engine.experts, engine.mode
         self.spec, self.tasks, self.kind, self.metadata = engine.spec, engine.tasks, engine.kind, engine.metadata
 
     def _numpy(self, model: CompiledModel) -> None:
-        engine = NumpyEngine(model, experts=self.experts, memory_budget_bytes=int(self.memory_budget_mb * 2**20))
-        self._engine, self.runtime = engine, "numpy"
+        self.experts = self.experts or "materialize"
+        budget = DEFAULT_MEMORY_BUDGET_MB if self.memory_budget_mb is None else self.memory_budget_mb
+        if self.experts == "materialize" and self.memory_budget_mb is not None:
+            need = masked_expert_bytes(model)
+            if need > self.memory_budget_mb * 2**20:
+                raise ConfigError(
+                    f"memory_budget_mb={self.memory_budget_mb:g}: materialize holds all {need / 2**20:.2f} MiB of rebuilt "
+                    "experts; use experts='on-demand' (a fixed subset within the budget, the rest rebuilt per call) "
+                    "or raise the budget"
+                )
+        engine = NumpyEngine(model, experts=self.experts, memory_budget_bytes=int(budget * 2**20))
+        self._engine, self.runtime, self.mode = engine, "numpy", None
         self.spec, self.tasks, self.kind, self.metadata = model.spec, model.tasks, model.kind, dict(model.metadata)
 
     # --- prediction ------------------------------------------------------------------------------
@@ -124,12 +144,18 @@ class Predictor:
 
     # --- introspection ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Engine facts: runtime, expert mode, and for numpy the resident bytes and LRU counters."""
+        """Engine facts: runtime, expert mode; numpy: resident bytes, the resident subset, rebuild
+        counters; ONNX: the file's mode and the dense expert bytes its session holds."""
         out: dict[str, Any] = {"runtime": self.runtime, "experts": self.experts, "kind": self.kind}
         if isinstance(self._engine, NumpyEngine):
             out["resident_bytes"] = self._engine.resident_bytes()
             out["rebuilds"] = self._engine.rebuilds()
+            out["resident_experts"] = self._engine.resident_experts()
+            out["rebuilds_per_call"] = self._engine.rebuilt_experts()
             out["cache"] = self._engine.cache_stats().to_json()
+        else:
+            out["mode"] = self.mode
+            out["resident_expert_bytes"] = self._engine.resident_expert_bytes
         return out
 
 
@@ -155,10 +181,12 @@ def encode_rows(spec: FeatureSpec, rows: Sequence[Mapping[str, Any]] | Any) -> t
     return spec.encode_rows(rows)
 
 
-def _check_options(threads: int | None, experts: str, memory_budget_mb: float) -> None:
-    if experts not in EXPERT_MODES:
+def _check_options(threads: int | None, experts: str | None, memory_budget_mb: float | None) -> None:
+    if experts is not None and experts not in EXPERT_MODES:
         raise ConfigError(f"experts={experts!r} is not a runtime expert mode; use one of {', '.join(EXPERT_MODES)}")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise ConfigError(f"threads={threads!r} must be an integer >= 1 (or None for ONNX Runtime's default)")
-    if not (isinstance(memory_budget_mb, (int, float)) and memory_budget_mb >= 0 and np.isfinite(memory_budget_mb)):
-        raise ConfigError(f"memory_budget_mb={memory_budget_mb!r} must be a number >= 0")
+    if memory_budget_mb is not None and not (
+            isinstance(memory_budget_mb, (int, float)) and not isinstance(memory_budget_mb, bool)
+            and memory_budget_mb >= 0 and np.isfinite(memory_budget_mb)):
+        raise ConfigError(f"memory_budget_mb={memory_budget_mb!r} must be a number >= 0 (or None: no limit)")

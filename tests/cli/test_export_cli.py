@@ -22,6 +22,7 @@ EXPORT_KEYS = {
     "model", "output", "artifact_bytes", "weights", "onnx_bytes", "ratio_to_artifact", "kind", "experts", "opset", "storage",
     "nodes_before", "nodes_after", "bytes_before", "bytes_after", "simplified", "simplify_note", "decode_nodes",
     "bitset_initializers", "bitset_bytes", "quantised_nodes", "validated", "parity_max_abs", "parity_tolerance", "ort",
+    "mode", "resident_expert_bytes", "golden",
 }
 BENCH_ROW_KEYS = {"model", "batch", "threads", "p50_ms", "p90_ms", "p99_ms", "rows_per_s", "peak_rss_mb", "load_s", "file_bytes"}
 
@@ -38,18 +39,25 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def test_export_json_and_files(tmp_path: Path, artifacts) -> None:
+@pytest.mark.parametrize("mode", ["speed", "memory"])
+def test_export_json_and_files(tmp_path: Path, artifacts, mode: str) -> None:
     target = tmp_path / "model.onnx"
-    code, out, err = _invoke(["export", str(artifacts["mome"]), "-o", str(target), "--ort", "--json"])
+    code, out, err = _invoke(["export", str(artifacts["mome"]), "-o", str(target), "--mode", mode, "--ort", "--json"])
     assert code == 0, err
     report = json.loads(out)  # exactly one JSON object on stdout
     assert set(report) == EXPORT_KEYS
-    assert report["onnx_bytes"] == target.stat().st_size and report["experts"] == "bitset"
+    assert report["onnx_bytes"] == target.stat().st_size and report["experts"] == "bitset" and report["mode"] == mode
+    assert report["opset"] == (21 if mode == "memory" else 18)
     assert report["validated"] and report["parity_max_abs"] <= PARITY_ATOL_FP32
-    assert report["simplified"] and report["bitset_initializers"] == 2
+    # speed: the experts' and a union bitset per layer (small layers); memory: one per layer
+    assert report["simplified"] and report["bitset_initializers"] == (4 if mode == "speed" else 2)
     assert Path(report["ort"]["path"]).is_file() and Path(report["ort"]["required_operators"]).is_file()
+    assert report["ort"]["keeps_bitset"] == (mode == "memory")
+    assert report["golden"]["path"] == str(tmp_path / "model.golden.json") and report["golden"]["rows"] > 0
+    assert max(report["golden"]["max_abs"].values()) <= report["golden"]["tolerance"]
     onnx.checker.check_model(onnx.load(target), full_check=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.ort", "model.required_operators.config"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "model.golden.json", "model.onnx", "model.ort", "model.required_operators.config"]
 
 
 def test_export_table_dense_without_simplify_or_validation(tmp_path: Path, artifacts) -> None:
@@ -64,6 +72,10 @@ def test_export_table_dense_without_simplify_or_validation(tmp_path: Path, artif
     (["export", "{mome}", "-o", "{out}", "--experts", "sparse"], "--experts 'sparse' is unknown"),
     (["export", "{mome}", "-o", "{tmp}/model.txt"], "must be an .onnx file"),
     (["export", "{mome}", "-o", "{out}", "--opset", "12"], "opset=12 is not supported"),
+    (["export", "{mome}", "-o", "{out}", "--mode", "fast"], "--mode 'fast' is unknown"),
+    (["export", "{mome}", "-o", "{out}", "--mode", "memory", "--experts", "dense"], "drop --experts dense"),
+    (["export", "{mome}", "-o", "{out}", "--mode", "memory", "--opset", "17"], "BitwiseAnd"),
+    (["export", "{mmoe}", "-o", "{out}", "--mode", "memory"], "export it with --mode speed"),
     (["export", "{garbage}", "-o", "{out}"], "garbage.mome"),
     (["export", "{onnx}", "-o", "{out}"], "is not a .mome artifact"),
     (["export", "{mome}"], "Missing option"),
@@ -79,14 +91,14 @@ def test_errors_are_one_line_exit_2(tmp_path: Path, artifacts, args: list[str], 
     onnx_in = tmp_path / "in.onnx"
     onnx_in.write_bytes(b"x")
     values = {"missing": tmp_path / "missing.mome", "out": tmp_path / "out.onnx", "mome": artifacts["mome"],
-              "tmp": tmp_path, "garbage": garbage, "onnx": onnx_in}
+              "tmp": tmp_path, "garbage": garbage, "onnx": onnx_in, "mmoe": artifacts["mmoe"]}
     argv = [a.format(**values) for a in args]
     code, out, err = _invoke(argv)
     assert code == USAGE_EXIT, (out, err)
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("exporting", "benching "))]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], err
     assert "Traceback" not in err and out == ""
-    assert not (tmp_path / "out.onnx").exists()
+    assert not (tmp_path / "out.onnx").exists() and not (tmp_path / "out.golden.json").exists()
 
 
 def test_bench_json_shape(tmp_path: Path, artifacts) -> None:
@@ -100,7 +112,7 @@ def test_bench_json_shape(tmp_path: Path, artifacts) -> None:
     report = json.loads(out)
     assert {"results", "environment", "baseline_model", "config"} <= set(report)
     rows = report["results"]
-    assert len(rows) == 2 * 2 * 2  # models x expert modes x batches
+    assert len(rows) == (1 + 2) * 2  # (.onnx: its own mode; .mome: both expert modes) x batches
     for row in rows:
         assert BENCH_ROW_KEYS <= set(row)
         assert isinstance(row["batch"], int) and isinstance(row["threads"], int) and isinstance(row["file_bytes"], int)

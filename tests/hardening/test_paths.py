@@ -88,12 +88,15 @@ def test_exported_onnx_files_carry_no_external_data_and_no_paths(experts: str, t
     out = tmp_path / "out" / "model.onnx"
     out.parent.mkdir()
     export_artifact(source, out, experts=experts, ort_format=True)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["model.onnx", "model.ort", "model.required_operators.config"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "model.golden.json", "model.onnx", "model.ort", "model.required_operators.config"]
+    for path in machine_paths(tmp_path, source, out):  # the golden rows name the model by file name only
+        assert path not in (out.parent / "model.golden.json").read_text()
     model = onnx.load(str(out), load_external_data=False)
     tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
     assert tensors and not any(uses_external_data(t) or t.external_data for t in tensors)
     assert all(t.data_location == onnx.TensorProto.DEFAULT for t in tensors)
-    machine = [str(tmp_path), str(source), str(out), str(Path.home()), os.getcwd()]
+    machine = machine_paths(tmp_path, source, out)
     _assert_no_paths([p.value for p in model.metadata_props] + [p.key for p in model.metadata_props], machine, "the ONNX metadata")
     for prop in model.metadata_props:  # JSON values: look inside them too
         try:
@@ -103,6 +106,10 @@ def test_exported_onnx_files_carry_no_external_data_and_no_paths(experts: str, t
     for path in machine:
         assert path.encode() not in out.read_bytes()
     onnx.checker.check_model(model)
+
+
+def machine_paths(tmp_path: Path, source: Path, out: Path) -> list[str]:
+    return [str(tmp_path), str(source), str(out), str(Path.home()), os.getcwd()]
 
 
 # --- an output path equal to an input path ---------------------------------------------------------

@@ -19,7 +19,9 @@ from compiled_factory import make_compiled  # noqa: E402
 ROW_KEYS = {
     "model", "runtime", "experts", "batch", "threads", "load_s", "first_run_ms", "min_ms", "p50_ms", "p90_ms", "p99_ms",
     "max_ms", "mean_ms", "rows_per_s", "runs", "warmup", "peak_rss_mb", "baseline_rss_mb", "added_rss_mb", "file_bytes",
+    "cold_start",
 }
+COLD_START_KEYS = {"interpreter_s", "import_s", "load_s", "first_prediction_s", "total_s", "from"}
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +32,14 @@ def onnx_file(tmp_path_factory) -> Path:
 
 
 def test_measure_rows(onnx_file: Path) -> None:
-    rows = device_bench.measure(str(onnx_file), batches=[1, 8], threads=[1], runs=3, warmup=1, experts="on-demand")
+    rows = device_bench.measure(str(onnx_file), batches=[1, 8], threads=[1], runs=3, warmup=1)
     assert [(r["batch"], r["threads"]) for r in rows] == [(1, 1), (8, 1)]
     for r in rows:
-        assert set(r) == ROW_KEYS
+        assert set(r) == ROW_KEYS and r["experts"] == "materialize"  # a speed export: the file's mode
+        cold = r["cold_start"]
+        assert set(cold) == COLD_START_KEYS and cold == rows[0]["cold_start"]  # one cold start per process
+        assert cold["total_s"] >= cold["import_s"] + cold["load_s"] + cold["first_prediction_s"] - 1e-9
+        assert cold["load_s"] == rows[0]["load_s"] and cold["from"] == "script start"
         assert r["min_ms"] <= r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] <= r["max_ms"]
         assert r["rows_per_s"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
         assert r["file_bytes"] == onnx_file.stat().st_size and r["runtime"] == "onnx"
@@ -54,6 +60,7 @@ def test_copied_script_runs_without_mome_edge(tmp_path: Path, onnx_file: Path) -
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert set(report) == {"results", "environment"} and len(report["results"]) == 2
+    assert report["results"][0]["cold_start"]["import_s"] > 0
     assert {"onnxruntime", "numpy", "cpu", "cpu_count", "platform"} <= set(report["environment"])
 
 

@@ -66,8 +66,9 @@ def test_the_stored_digest_is_the_sha256_of_the_model_with_an_unsigned_entry(sav
 def test_a_flipped_weight_byte_is_refused_and_would_otherwise_predict_other_numbers(model, saved: Path, tmp_path: Path) -> None:
     data = bytearray(saved.read_bytes())
     proto = onnx.load(str(saved))
-    weight = max(proto.graph.initializer, key=lambda t: len(t.raw_data))  # the largest float tensor's bytes
-    assert numpy_helper.to_array(weight).dtype == np.float32
+    floats = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    weight = max(floats, key=lambda t: len(t.raw_data))  # the largest float tensor's bytes
+    assert numpy_helper.to_array(weight).dtype == np.float32 and weight.raw_data
     at = bytes(data).find(weight.raw_data) + 2  # inside the tensor's first float32
     data[at] ^= 0x40
     damaged = tmp_path / "damaged.onnx"

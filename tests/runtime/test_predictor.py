@@ -1,6 +1,7 @@
-"""The device runtime: numpy and ONNX engines agree with the reference, materialize equals
-on-demand, the LRU respects its budget, predict is thread-safe, inputs are checked, raw rows
-encode, and importing/using the runtime never imports torch."""
+"""The device runtime: numpy and ONNX engines (speed and memory files) agree with the reference,
+materialize equals on-demand, the memory budget is honoured or refused on every path (numpy
+on-demand: a fixed resident subset, counted rebuilds per call), predict is thread-safe, inputs
+are checked, raw rows encode, golden rows reproduce, and the runtime never imports torch."""
 
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from mome_edge.artifact.compiled import reference_forward
 from mome_edge.errors import ArtifactError, ConfigError, DataError
 from mome_edge.exporters.onnx_export import export_onnx, save_onnx
 from mome_edge.runtime import Predictor
-from mome_edge.runtime.cache import ByteLRU
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from compiled_factory import KINDS, make_compiled, make_spec, sample_inputs  # noqa: E402
@@ -34,7 +34,8 @@ MiB = 2**20
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    """kind -> {"model": CompiledModel, "mome": path, "onnx": path} (fp32, bitset export)."""
+    """kind -> {"model": CompiledModel, "mome": path, "onnx": speed export, "onnx-memory": memory
+    export (mome only)} (fp32, bitset experts)."""
     root = tmp_path_factory.mktemp("runtime")
     out = {}
     for kind in KINDS:
@@ -42,19 +43,29 @@ def files(tmp_path_factory):
         write_artifact(root / f"{kind}.mome", model)
         save_onnx(export_onnx(model, simplify=False, validate=False), root / f"{kind}.onnx")
         out[kind] = {"model": model, "mome": root / f"{kind}.mome", "onnx": root / f"{kind}.onnx"}
+        if kind == "mome":
+            save_onnx(export_onnx(model, mode="memory", simplify=False, validate=False), root / "mome-memory.onnx")
+            out[kind]["onnx-memory"] = root / "mome-memory.onnx"
     return out
 
 
 # --- parity --------------------------------------------------------------------------------------
 
+# (file, experts): numpy in both expert modes; ONNX files in the mode they were exported with
+PATHS = [("mome", "materialize"), ("mome", "on-demand"), ("onnx", None), ("onnx-memory", None)]
 
-@pytest.mark.parametrize("experts", EXPERT_MODES)
-@pytest.mark.parametrize("fmt", ["mome", "onnx"])
+
+@pytest.mark.parametrize(("fmt", "experts"), PATHS)
 @pytest.mark.parametrize("kind", KINDS)
-def test_predict_matches_reference(files, kind: str, fmt: str, experts: str) -> None:
+def test_predict_matches_reference(files, kind: str, fmt: str, experts: str | None) -> None:
     entry = files[kind]
-    predictor = Predictor(entry[fmt], experts=experts, memory_budget_mb=0.001)
+    if fmt not in entry:
+        pytest.skip("memory-mode exports need masked layers")
+    budget = 0.001 if experts == "on-demand" else None  # numpy on-demand: below one expert, everything rebuilt
+    predictor = Predictor(entry[fmt], experts=experts, memory_budget_mb=budget)
     assert predictor.runtime == ("numpy" if fmt == "mome" else "onnx") and predictor.tasks == entry["model"].tasks
+    assert predictor.experts == experts or fmt != "mome"
+    assert predictor.experts == {"onnx": "materialize", "onnx-memory": "on-demand"}.get(fmt, predictor.experts)
     cat, num = sample_inputs(entry["model"].spec, 30, seed=22, invalid=True)
     out = predictor.predict(cat, num)
     assert list(out) == list(entry["model"].tasks)
@@ -67,66 +78,85 @@ def test_predict_matches_reference(files, kind: str, fmt: str, experts: str) -> 
 @pytest.mark.parametrize("kind", KINDS)
 def test_materialize_equals_on_demand(files, kind: str) -> None:
     cat, num = sample_inputs(files[kind]["model"].spec, 64, seed=23, invalid=True)
-    for fmt in ("mome", "onnx"):
-        a = Predictor(files[kind][fmt], experts="materialize").predict_array(cat, num)
-        b = Predictor(files[kind][fmt], experts="on-demand", memory_budget_mb=0).predict_array(cat, num)
+    a = Predictor(files[kind]["mome"], experts="materialize").predict_array(cat, num)
+    b = Predictor(files[kind]["mome"], experts="on-demand", memory_budget_mb=0).predict_array(cat, num)
+    np.testing.assert_allclose(a, b, rtol=0, atol=MODES_ATOL)
+    if "onnx-memory" in files[kind]:  # the speed and memory exports of one model
+        a = Predictor(files[kind]["onnx"]).predict_array(cat, num)
+        b = Predictor(files[kind]["onnx-memory"]).predict_array(cat, num)
         np.testing.assert_allclose(a, b, rtol=0, atol=MODES_ATOL)
 
 
-# --- on-demand LRU ------------------------------------------------------------------------------------
+# --- memory budget ------------------------------------------------------------------------------------
 
 
-def test_lru_evicts_least_recently_used_and_counts() -> None:
-    cache = ByteLRU(capacity_bytes=3 * 400)
-    for key in "abc":
-        cache.put(key, np.zeros(100, np.float32))  # 400 bytes each
-    assert cache.get("a") is not None  # a is now the most recent
-    cache.put("d", np.zeros(100, np.float32))  # evicts b
-    assert cache.get("b") is None and cache.get("c") is not None
-    cache.put("big", np.zeros(1000, np.float32))  # larger than the budget: not stored
-    stats = cache.stats()
-    assert (stats.entries, stats.bytes, stats.evictions, stats.uncacheable) == (3, 1200, 1, 1)
-    assert (stats.hits, stats.misses, stats.peak_bytes) == (2, 1, 1200)
-
-
-def test_on_demand_respects_the_memory_budget() -> None:
+def _budget_model():
     model = make_compiled("mome", seed=24, hidden=(64, 32), experts=4)
     expert_bytes = [layer.weight.nbytes for layer in model.layers]  # one rebuilt expert = one base weight
-    total = sum(b * layer.experts for b, layer in zip(expert_bytes, model.layers))
-    masked_experts = sum(layer.experts for layer in model.layers)
+    return model, expert_bytes, sum(b * layer.experts for b, layer in zip(expert_bytes, model.layers))
+
+
+@pytest.mark.parametrize(("budget", "resident"), [
+    ("zero", 0),  # nothing resident: all 8 experts rebuilt on every call
+    ("below", 5),  # the 4 first-layer experts and 1 of the second (fixed), 3 rebuilt per call
+    ("at", 8),  # exactly the whole set: nothing rebuilt after load
+    ("above", 8),
+])
+def test_on_demand_keeps_a_fixed_resident_subset(budget: str, resident: int) -> None:
+    """Softmax routing reads every expert in a fixed cycle: an LRU below the whole set evicted each
+    expert just before its next use (every read a rebuild). The fixed subset rebuilds exactly the
+    experts outside it, every call, and never more."""
+    model, expert_bytes, total = _budget_model()
+    masked = sum(layer.experts for layer in model.layers)  # 8
+    nbytes = {"zero": 0, "below": 4 * expert_bytes[0] + expert_bytes[1] + expert_bytes[1] // 2, "at": total,
+              "above": 2 * total}[budget]
+    predictor = Predictor.from_compiled(model, experts="on-demand", memory_budget_mb=nbytes / MiB)
     cat, num = sample_inputs(model.spec, 8, seed=25)
-
-    budget = 3 * max(expert_bytes)
-    small = Predictor.from_compiled(model, experts="on-demand", memory_budget_mb=budget / MiB)
+    reference = reference_forward(model, cat, num)
     for calls in (1, 2, 3):
-        small.predict(cat, num)
-        stats = small.stats()
-        assert stats["cache"]["bytes"] <= budget and stats["cache"]["peak_bytes"] <= budget
-        # softmax routing reads every expert in a fixed cycle: below the total, LRU keeps none
-        assert stats["rebuilds"] == calls * masked_experts
+        np.testing.assert_allclose(predictor.predict_array(cat, num), reference, rtol=0, atol=RUNTIME_ATOL)
+        stats = predictor.stats()
+        assert stats["resident_experts"] == resident and stats["rebuilds_per_call"] == masked - resident
+        assert stats["rebuilds"] == calls * (masked - resident)  # the same experts, every call
+        assert stats["cache"]["bytes"] <= nbytes and stats["cache"]["evictions"] == 0
+        assert stats["cache"]["hits"] == calls * resident
 
-    roomy = Predictor.from_compiled(model, experts="on-demand", memory_budget_mb=total / MiB)
-    roomy.predict(cat, num)
-    roomy.predict(cat, num)
-    stats = roomy.stats()
-    assert stats["rebuilds"] == masked_experts and stats["cache"]["bytes"] == total  # rebuilt once, then cached
 
-    zero = Predictor.from_compiled(model, experts="on-demand", memory_budget_mb=0)
-    zero.predict(cat, num)
-    assert zero.stats()["cache"]["bytes"] == 0 and zero.stats()["cache"]["uncacheable"] == masked_experts
+def test_materialize_and_onnx_refuse_a_budget_they_cannot_honour(files) -> None:
+    model, expert_bytes, total = _budget_model()
+    Predictor.from_compiled(model, experts="materialize", memory_budget_mb=total / MiB)  # fits exactly
+    with pytest.raises(ConfigError, match="materialize holds all .* use experts='on-demand'"):
+        Predictor.from_compiled(model, experts="materialize", memory_budget_mb=(total - 1) / MiB)
+    entry = files["mome"]
+    speed_bytes = Predictor(entry["onnx"]).stats()["resident_expert_bytes"]
+    memory_bytes = Predictor(entry["onnx-memory"]).stats()["resident_expert_bytes"]
+    assert 0 < memory_bytes < speed_bytes
+    Predictor(entry["onnx"], memory_budget_mb=speed_bytes / MiB)
+    with pytest.raises(ConfigError, match=r"\(speed mode\) holds .* export --mode memory"):
+        Predictor(entry["onnx"], memory_budget_mb=(speed_bytes - 1) / MiB)
+    Predictor(entry["onnx-memory"], memory_budget_mb=memory_bytes / MiB)
+    with pytest.raises(ConfigError, match=r"\(memory mode\) holds .* fixed subset"):
+        Predictor(entry["onnx-memory"], memory_budget_mb=(memory_bytes - 1) / MiB)
+    Predictor(files["mmoe"]["onnx"], memory_budget_mb=0)  # no masked experts: nothing to hold
 
-    materialized = Predictor.from_compiled(model, experts="materialize")
-    assert materialized.stats()["rebuilds"] == 0
-    assert zero.stats()["resident_bytes"] < materialized.stats()["resident_bytes"] - total // 2
+
+def test_an_onnx_file_runs_the_mode_it_was_exported_with(files) -> None:
+    entry = files["mome"]
+    assert Predictor(entry["onnx"]).experts == "materialize" and Predictor(entry["onnx-memory"]).experts == "on-demand"
+    with pytest.raises(ConfigError, match="exported with --mode speed .* export --mode memory"):
+        Predictor(entry["onnx"], experts="on-demand")
+    with pytest.raises(ConfigError, match="exported with --mode memory .* export --mode speed"):
+        Predictor(entry["onnx-memory"], experts="materialize")
 
 
 # --- threads ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("fmt", "experts"), [("mome", "on-demand"), ("mome", "materialize"), ("onnx", "on-demand"), ("onnx", "materialize")])
-def test_concurrent_predicts_equal_sequential(files, fmt: str, experts: str) -> None:
+@pytest.mark.parametrize(("fmt", "experts"), PATHS)
+def test_concurrent_predicts_equal_sequential(files, fmt: str, experts: str | None) -> None:
     entry = files["mome"]
-    predictor = Predictor(entry[fmt], experts=experts, memory_budget_mb=0.002, threads=1)
+    budget = 0.002 if experts == "on-demand" else None
+    predictor = Predictor(entry[fmt], experts=experts, memory_budget_mb=budget, threads=1)
     batches = [sample_inputs(entry["model"].spec, 16, seed=100 + i, invalid=True) for i in range(8)]
     expected = [predictor.predict_array(c, n) for c, n in batches]
     results: dict[tuple[int, int], np.ndarray] = {}
@@ -291,7 +321,7 @@ import json, sys
 import numpy as np
 from mome_edge.runtime import Predictor
 for path in sys.argv[1:]:
-    for experts in ("materialize", "on-demand"):
+    for experts in ("materialize", "on-demand") if path.endswith(".mome") else (None,):
         p = Predictor(path, experts=experts)
         cat = np.zeros((3, len(p.spec.categorical)), dtype=np.int64)
         num = np.zeros((3, len(p.spec.numerical)), dtype=np.float32)
@@ -304,7 +334,7 @@ DEVICE_FORBIDDEN = ("torch", "onnx", "onnxsim", "pandas", "sklearn", "typer", "r
 
 
 def test_runtime_never_imports_torch(files) -> None:
-    paths = [str(files["mome"]["mome"]), str(files["mome"]["onnx"]), str(files["ple"]["mome"])]
+    paths = [str(files["mome"]["mome"]), str(files["mome"]["onnx"]), str(files["mome"]["onnx-memory"]), str(files["ple"]["mome"])]
     done = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, *paths], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     roots = set(json.loads(done.stdout))

@@ -1,0 +1,287 @@
+"""Masked expert layers with bitset storage, in the two deployment modes (see docs/deployment.md).
+
+Both modes store one bit per weight and expert and the shared base weight once. out8 is the
+output width rounded up to a multiple of 8 (pad bits and pad weights are zero; pad outputs
+are sliced off after the matmul).
+
+speed:  chains whose inputs are all initializers, so ONNX Runtime folds them once at
+        session start (any default session does):
+            bytes (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool (.., out8)
+            -> Where(bits, base (in, out8), 0) -> expert weights
+        A large layer (E dense experts > SPLIT_EXPERTS_BYTES) gets one chain per expert and
+        a MatMul per expert per call (folding holds one expert's intermediates at a time, the
+        only one a bool mask of 1 byte per weight); a small layer one chain for all E and one
+        MatMul per call (the dense export's layout: per-node overhead dominates small models). The base weight is stored in union layout (only entries
+        some expert uses, placed by a union bitset; int32 CumSum + Gather, folded too).
+memory: a Loop over the E experts; its body rebuilds one expert and multiplies with it:
+            bytes_e (1, in, C) -> BitwiseAnd(bit planes 128, 64, ..., 1) -> uint8 (8, in, C)
+            -> DequantizeLinear(scale = base / plane value, axis 0, block_size 1) -> W_e (8, in, C)
+            MatMul(x_e (B, in), W_e) -> (8, B, C) -> (B, out8), normalisation, ReLU
+        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the op
+        that isolates bits (BitwiseAnd) runs over long contiguous spans, and
+        DequantizeLinear turns {0, 2^(7-k)} into the weight in one fused pass (the base is
+        stored pre-divided by 2^(7-k): exact in float32). Below opset 21 (no per-element
+        DequantizeLinear) Cast + Mul do the same in two passes. Every body node depends on
+        the iteration number, so no optimiser can fold an expert back into a constant (ONNX
+        Runtime's default ConstantFolding included), and one dense expert exists at a time.
+        The base is stored whole in plane layout: the union decode's int32 intermediates
+        (several base-sized tensors while they are folded) would raise the load-time peak
+        by more than the bytes they save.
+
+Measured alternatives (paper sizes, 1 thread; docs/deployment.md): a Gather from a bit
+lookup table + Where per call costs ~7 ns/byte-index and ~0.9 ns per element for Where;
+a gather/ScatterElements over sparse index lists ~14 ns per non-zero at batch 1 and grows
+with the batch; row blocks of all experts per Loop iteration were no faster than expert by
+expert and need running sums. The normalisation scale is applied after the matmul
+((x @ (M_e * W)) * s_e): it is per output column, so it commutes with the matmul.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from mome_edge.artifact.compiled import ExpertLayer
+
+# byte value -> its 8 bits, most significant first (the big-endian bit order of the file)
+BIT_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="big").astype(bool)  # (256, 8)
+PLANE_VALUES = (1 << np.arange(7, -1, -1)).astype(np.uint8)  # bit k of a byte (MSB first) is worth 2^(7-k)
+MODES = ("speed", "memory")
+BATCH = "batch"  # the batch dimension's name (onnx_graph.BATCH_DIM)
+FUSED_DEQUANTIZE_OPSET = 21  # DequantizeLinear with block_size (one scale per element)
+
+
+def padded_width(out_dim: int) -> int:
+    return -(-out_dim // 8) * 8
+
+
+def expert_bytes(layer: ExpertLayer) -> tuple[int, int]:
+    """(bytes of all E dense experts, bytes of one dense expert + its uint8 bit planes) as the graph holds them."""
+    e_count, out_dim = layer.scale.shape
+    one = layer.weight.shape[-1] * padded_width(out_dim)
+    return e_count * one * 4, one * 5
+
+
+def _masks_in_out8(layer: ExpertLayer) -> np.ndarray:
+    """bool (E, out, in) -> bool (E, in, out8), zero pad columns."""
+    e_count, out_dim, in_dim = layer.masks.shape
+    bits = np.zeros((e_count, in_dim, padded_width(out_dim)), dtype=bool)
+    bits[:, :, :out_dim] = layer.masks.transpose(0, 2, 1)
+    return bits
+
+
+def speed_bitsets(layer: ExpertLayer) -> np.ndarray:
+    """uint8 (E, in, out8/8): expert e, input row i, 8 consecutive output columns per byte."""
+    return np.packbits(_masks_in_out8(layer), axis=2, bitorder="big")
+
+
+def plane_bitsets(layer: ExpertLayer) -> np.ndarray:
+    """uint8 (E, 1, in, C), C = out8/8: bit k (MSB first) of byte (e, i, c) is expert e's mask at (i, k*C + c)."""
+    bits = _masks_in_out8(layer)  # (E, in, out8)
+    e_count, in_dim, out8 = bits.shape
+    planes = bits.reshape(e_count, in_dim, 8, out8 // 8).transpose(0, 1, 3, 2)  # (E, in, C, 8): the 8 planes last
+    return np.packbits(planes, axis=3, bitorder="big").reshape(e_count, 1, in_dim, out8 // 8)
+
+
+def base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
+    """The shared base weight as float32 (in, out8): W^T with zero pad columns, decoded at
+    session start from union layout (speed mode).
+
+    The union bitset (in, out8) and the used values in row-major order are stored; decoded by
+        bits  = Gather(table_i32, union bytes)            int32 0/1
+        rank  = CumSum(bits) * bits                       k-th used entry -> k, unused -> 0
+        value = Gather([0, values...], rank)              unused entries read the leading 0
+    in int32 (4 bytes per base weight per step, not int64's 8); int8 values are dequantised
+    after the gather (one scale per output column, or one for all).
+    """
+    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
+
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    out8 = padded_width(out_dim)
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
+    union = np.zeros((in_dim, out8), dtype=bool)
+    union[:, :out_dim] = layer.masks.any(axis=0).T
+    data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
+    data[:, :out_dim] = stored.data.T
+    values = np.concatenate([np.zeros(1, dtype=data.dtype), data[union]])  # (1 + nnz,): unused entries read values[0]
+    dec = dict(decode=True)
+    packed = b.const(f"{stem}_union_bitset", np.packbits(union, axis=1, bitorder="big"), storage="bitset")  # (in, out8/8)
+    b.info.bitset_initializers.append(packed)
+    index = b.op("Cast", [packed], stem=f"{stem}_union_bytes", to=TensorProto.INT32, **dec)  # Gather reads int32/int64 indices
+    bits = b.op("Gather", [b.const("bit_table_i32", BIT_TABLE.astype(np.int32)), index], stem=f"{stem}_union_bits", **dec)
+    flat = b.op("Reshape", [bits, b.i64("shape", [-1])], stem=f"{stem}_union_flat", **dec)  # (in*out8,) 0/1
+    rank = b.op("CumSum", [flat, b.const("axis0_i32", np.array(0, np.int32))], stem=f"{stem}_union_rank", **dec)
+    rank = b.op("Mul", [rank, flat], stem=f"{stem}_value_index", **dec)
+    vals = b.const(f"{stem}_base_values", values, storage=stored.storage)
+    dense = b.op("Gather", [vals, rank], stem=f"{stem}_base_flat", axis=0, **dec)
+    dense = b.op("Reshape", [dense, b.i64("shape", [in_dim, out8])], stem=f"{stem}_base", **dec)
+    if stored.storage != "fp32":
+        scale = None
+        if stored.storage == "int8":
+            scale = np.zeros(out8, dtype=np.float32)
+            scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)
+            if stored.axis is None:
+                scale = np.asarray(stored.scale, dtype=np.float32).reshape(())
+        dense = _to_float(b, f"{stem}_base", dense, stored, scale=scale)
+    b.info.decode_shapes[dense] = (in_dim, out8)
+    return dense
+
+
+def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
+    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c] / 2^(7-k).
+
+    Stored whole (not in union layout): the union decode's int32 intermediates (several
+    base-sized tensors while ONNX Runtime folds them) would outweigh the bytes it saves in
+    a mode whose point is a low peak. fp32 is stored already divided by the plane value (a
+    power of two: exact); fp16/int8 are stored as in the artifact and scaled at load.
+    """
+    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
+
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    out8 = padded_width(out_dim)
+    cols = out8 // 8
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
+    data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
+    data[:, :out_dim] = stored.data.T
+    data = np.ascontiguousarray(data.reshape(in_dim, 8, cols).transpose(1, 0, 2))  # (8, in, C)
+    factor = (1.0 / PLANE_VALUES.astype(np.float32))[:, None, None]  # (8, 1, 1)
+    if stored.storage == "fp32":
+        return b.const(f"{stem}_base_planes", (data * factor).astype(np.float32), storage="fp32")
+    raw = b.const(f"{stem}_base_planes_{stored.storage}", data, storage=stored.storage)
+    if stored.storage == "int8":
+        scale = np.zeros(out8, dtype=np.float32)
+        scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
+        out = _to_float(b, f"{stem}_base_planes", raw, stored, scale=scale.reshape(8, 1, cols) * factor)
+    else:
+        out = _to_float(b, f"{stem}_base_planes", raw, stored)
+        out = b.op("Mul", [out, b.const(f"{stem}_plane_factor", factor)], stem=f"{stem}_base_planes_scaled", decode=True)
+    b.info.decode_shapes[out] = (8, in_dim, cols)
+    return out
+
+
+def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = None) -> str:
+    """y (E, B, out8) -> relu(y[..., :out] * scale + shift): the folded normalisation, per expert.
+    expert: a Loop's iteration number; y is then one expert's (B, out8)."""
+    e_count, out_dim = layer.scale.shape
+    if padded_width(out_dim) != out_dim:
+        y = b.op("Slice", [y, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])], stem=f"{stem}_unpadded")
+    if expert is None:
+        scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
+        shift = b.const(f"{stem}_shift", layer.shift[:, None, :])
+    else:
+        scale = b.op("Gather", [b.const(f"{stem}_scale", layer.scale), expert], stem=f"{stem}_scale_e", axis=0)  # (out,)
+        shift = b.op("Gather", [b.const(f"{stem}_shift", layer.shift), expert], stem=f"{stem}_shift_e", axis=0)
+    y = b.op("Mul", [y, scale], stem=f"{stem}_scaled")
+    y = b.op("Add", [y, shift], stem=f"{stem}_affine")
+    return b.op("Relu", [y], stem=f"{stem}_out")
+
+
+# A speed-mode layer whose E dense experts take more than this is expanded by one chain per
+# expert (folding then holds one expert's intermediates at a time, and each expert is its own
+# initializer); a smaller one by one chain for all experts, so that a call runs one matmul per
+# layer instead of E (per-node overhead dominates small models: census at batch 1 ran 0.18 ms
+# with per-expert matmuls against 0.08 ms for the same weights in one matmul).
+SPLIT_EXPERTS_BYTES = 8 * 2**20
+
+
+def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start."""
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    out8 = padded_width(out_dim)
+    base = base_weight(b, stem, layer, stored)  # (in, out8)
+    if expert_bytes(layer)[0] <= SPLIT_EXPERTS_BYTES:
+        return _speed_layer_joint(b, stem, layer, h, base, first=first)
+    dec = dict(decode=True)
+    table = b.const("bit_table", BIT_TABLE)
+    zero = b.const("zero_f32", np.zeros((), np.float32))
+    shape = b.i64("shape", [in_dim, out8])
+    outputs = []
+    for e, bytes_e in enumerate(speed_bitsets(layer)):  # (in, out8/8) each
+        packed = b.const(f"{stem}_expert{e}_bitset", bytes_e, storage="bitset")
+        b.info.bitset_initializers.append(packed)
+        index = b.op("Cast", [packed], stem=f"{stem}_expert{e}_bytes", to=TensorProto.INT32, **dec)
+        bits = b.op("Gather", [table, index], stem=f"{stem}_expert{e}_bits", **dec)  # (in, out8/8, 8) bool
+        bits = b.op("Reshape", [bits, shape], stem=f"{stem}_expert{e}_mask", **dec)  # (in, out8) bool
+        weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", **dec)  # (in, out8) float32
+        b.info.decode_shapes[weight] = (in_dim, out8)
+        x = h if first else b.op("Gather", [h, b.i64(f"expert{e}", e)], stem=f"{stem}_input{e}", axis=0)  # (B, in)
+        y = b.op("MatMul", [x, weight], stem=f"{stem}_expert{e}_matmul")  # (B, out8)
+        outputs.append(b.op("Unsqueeze", [y, b.i64("axis0", [0])], stem=f"{stem}_expert{e}_out"))
+    y = b.op("Concat", outputs, stem=f"{stem}_by_expert", axis=0)  # (E, B, out8)
+    return _affine(b, stem, y, layer)
+
+
+def _speed_layer_joint(b, stem: str, layer: ExpertLayer, h: str, base: str, *, first: bool) -> str:
+    """speed_layer for a small layer: one chain expands all E experts, one matmul per call.
+
+    first: bytes (in, E, out8/8) -> bool (in, E, out8) -> Where with base (in, 1, out8) ->
+    (in, E*out8), the experts side by side for x (B, in); later: bytes (E, in, out8/8) ->
+    (E, in, out8) for a batched matmul on (E, B, in).
+    """
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    out8 = padded_width(out_dim)
+    dec = dict(decode=True)
+    bytes_all = speed_bitsets(layer)  # (E, in, out8/8)
+    if first:
+        bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, out8/8)
+        base = b.op("Unsqueeze", [base, b.i64("axis1", [1])], stem=f"{stem}_base_e", **dec)  # (in, 1, out8)
+    packed = b.const(f"{stem}_expert_bitsets", bytes_all, storage="bitset")
+    b.info.bitset_initializers.append(packed)
+    index = b.op("Cast", [packed], stem=f"{stem}_expert_bytes", to=TensorProto.INT32, **dec)
+    bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_expert_bits", **dec)  # (..., out8/8, 8)
+    bits = b.op("Reshape", [bits, b.i64("shape", [*bytes_all.shape[:2], out8])], stem=f"{stem}_expert_mask", **dec)
+    weights = b.op("Where", [bits, base, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
+    if first:
+        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out8])], stem=f"{stem}_experts", **dec)
+        b.info.decode_shapes[weights] = (in_dim, e_count * out8)
+        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*out8)
+        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out8])], stem=f"{stem}_by_expert")  # (B, E, out8)
+        y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, out8)
+    else:
+        b.info.decode_shapes[weights] = (e_count, in_dim, out8)
+        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (E, B, out8)
+    return _affine(b, stem, y, layer)
+
+
+def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time."""
+    e_count, out_dim = layer.scale.shape
+    out8 = padded_width(out_dim)
+    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
+    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
+    b.info.bitset_initializers.append(packed)
+    planes = b.const("plane_values", PLANE_VALUES.reshape(8, 1, 1))
+
+    outer_nodes, b.nodes = b.nodes, []
+    e = b._fresh(f"{stem}_expert_index")
+    cond_in, cond_out = b._fresh(f"{stem}_cond_in"), b._fresh(f"{stem}_cond_out")
+    b.op("Identity", [cond_in], output=cond_out)
+    own = b.op("Gather", [packed, e], stem=f"{stem}_bytes_e", axis=0)  # (1, in, C) uint8
+    bits = b.op("BitwiseAnd", [own, planes], stem=f"{stem}_planes_e")  # (8, in, C): 0 or 2^(7-k)
+    if b.opset >= FUSED_DEQUANTIZE_OPSET:
+        w = b.op("DequantizeLinear", [bits, base], stem=f"{stem}_weight_e", axis=0, block_size=1)  # (8, in, C) float32
+    else:
+        w = b.op("Mul", [b.op("Cast", [bits], stem=f"{stem}_planes_f32_e", to=TensorProto.FLOAT), base], stem=f"{stem}_weight_e")
+    x = h if first else b.op("Gather", [h, e], stem=f"{stem}_input_e", axis=0)  # (B, in)
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul_e")  # (8, B, C)
+    y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
+    y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
+    # the normalisation inside the body: per-iteration buffers are (B, out) and reused, and
+    # the Loop's stacked output is the layer's output (no (E, B, out) temporaries after it)
+    y = _affine(b, stem, y, layer, expert=e)  # (B, out)
+    body_nodes, b.nodes = b.nodes, outer_nodes
+    body = helper.make_graph(
+        body_nodes, f"{stem}_expert_loop",
+        [helper.make_tensor_value_info(e, TensorProto.INT64, []), helper.make_tensor_value_info(cond_in, TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(y, TensorProto.FLOAT, [BATCH, out_dim])],
+    )
+    trips = b.const(f"{stem}_expert_count", np.array(e_count, dtype=np.int64))
+    return b.op("Loop", [trips, ""], stem=f"{stem}_out", body=body)  # (E, B, out): the stacked scan output
+
