@@ -12,9 +12,9 @@ from mome_edge.cli.common import metrics_table, print_json, stdout
 from mome_edge.cli.options import DataDir, Json, data_dir_or_none
 from mome_edge.contract import SPLITS
 from mome_edge.errors import ConfigError
+from mome_edge.onnx_contract import MODEL_SUFFIXES
 
 
-MODEL_SUFFIXES = (".mome", ".onnx", ".ort")
 
 
 def evaluate(

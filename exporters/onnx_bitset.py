@@ -42,11 +42,12 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from mome_edge.artifact.compiled import ExpertLayer
+from mome_edge.onnx_contract import DEPLOY_MODES
 
 # byte value -> its 8 bits, most significant first (the big-endian bit order of the file)
 BIT_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="big").astype(bool)  # (256, 8)
 PLANE_VALUES = (1 << np.arange(7, -1, -1)).astype(np.uint8)  # bit k of a byte (MSB first) is worth 2^(7-k)
-MODES = ("speed", "memory")
+MODES = DEPLOY_MODES
 BATCH = "batch"  # the batch dimension's name (onnx_graph.BATCH_DIM)
 FUSED_DEQUANTIZE_OPSET = 21  # DequantizeLinear with block_size (one scale per element)
 

@@ -39,13 +39,14 @@ from mome_edge.exporters.onnx_graph import (
     WeightSource,
     build_model,
 )
+from mome_edge.onnx_contract import DEPLOY_MODES
+from mome_edge.onnx_contract import EXPERT_MODES as RUNTIME_EXPERT_MODES
 
 DEFAULT_OPSET = 18
 MAX_OPSET = 21  # the newest opset every onnxruntime >= 1.17 (our floor) executes
 # memory mode's default: opset 21's DequantizeLinear takes one scale per element (block_size),
 # which rebuilds an expert in one fused pass (onnxruntime >= 1.20 runs it; see onnx_bitset)
 DEFAULT_MEMORY_OPSET = 21
-DEPLOY_MODES = ("speed", "memory")
 # ONNX Runtime vs the numpy reference of the same (dequantised) weights, probabilities, fp32
 # arithmetic on both sides: differences come from summation order only.
 PARITY_ATOL_FP32 = 1e-5
@@ -53,7 +54,7 @@ VALIDATION_ROWS = 64
 # After simplification the file may grow by this much (onnxsim may add value_info) before we
 # conclude that it undid the bitset storage.
 SIMPLIFY_GROWTH_BYTES = 16_384
-ORT_SESSION_MODES = ("materialize", "on-demand")
+ORT_SESSION_MODES = RUNTIME_EXPERT_MODES
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,32 +34,30 @@ from mome_edge.exporters import onnx_bitset
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
+from mome_edge.artifact.masks import BIT_ORDER
+from mome_edge.onnx_contract import (  # noqa: F401  (re-exported: the exporter's metadata keys)
+    DEPLOY_MODES,
+    META_BIT_ORDER,
+    META_EXPERTS,
+    META_FEATURE_SPEC,
+    META_FORMAT_VERSION,
+    META_KIND,
+    META_MODE,
+    META_MODEL_METADATA,
+    META_OOV_ID,
+    META_RESIDENT_EXPERT_BYTES,
+    META_STORAGE,
+    META_TASKS,
+)
 
 INPUT_CATEGORICAL = "categorical"
 INPUT_NUMERICAL = "numerical"
 BATCH_DIM = "batch"
-BIT_ORDER = "big"  # numpy.packbits' default: the first weight is the most significant bit of byte 0
 ONNX_FORMAT_VERSION = 2  # 2: mome.sha256 over the file (mome_edge.runtime.onnx_integrity)
 EXPERT_MODES = ("bitset", "dense")
 MIN_OPSET = 17
 BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
 
-# metadata_props keys: what a device app needs to encode raw rows and name the outputs
-META_FORMAT_VERSION = "mome.format_version"
-META_FEATURE_SPEC = "mome.feature_spec"
-META_TASKS = "mome.tasks"
-META_KIND = "mome.kind"
-META_EXPERTS = "mome.experts"
-META_STORAGE = "mome.storage"
-META_OOV_ID = "mome.oov_id"
-META_BIT_ORDER = "mome.bit_order"
-META_MODEL_METADATA = "mome.model_metadata"
-META_MODE = "mome.mode"  # speed | memory (exporters.onnx_bitset)
-# float32 bytes of masked experts a session of this file holds dense once it runs (all of them
-# in speed mode; in memory mode the largest single rebuilt expert and its bit planes): what
-# Predictor(memory_budget_mb=...) is checked against
-META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
-DEPLOY_MODES = onnx_bitset.MODES
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ weight precisions.
 Train, compile, artifact, exporters, runtime and the CLI all import these from here, so that a
 new kind or split is added once. (Format-specific names live with their format: the artifact's
 in `mome_edge.artifact.format`, the bit order in `mome_edge.artifact.masks`, the ONNX metadata
-keys and runtime modes in `mome_edge.runtime.onnx_contract`.)
+keys and runtime modes in `mome_edge.onnx_contract`.)
 """
 
 from __future__ import annotations

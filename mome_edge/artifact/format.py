@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mome_edge.contract import MODEL_KINDS, WEIGHT_FORMATS  # noqa: F401  (the format's vocabulary)
+from mome_edge.contract import MODEL_KINDS, WEIGHT_FORMATS  # noqa: F401  (WEIGHT_FORMATS: part of the format's vocabulary)
 
 FORMAT_NAME = "mome-edge-artifact"
 FORMAT_VERSION = 1

@@ -43,8 +43,7 @@ from mome_edge.artifact.schema import (
 )
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, MomeError
-
-ONNX_SUFFIXES = (".onnx", ".ort")  # files of the ONNX exporter, which the runtime reads instead
+from mome_edge.onnx_contract import ONNX_SUFFIXES
 
 @dataclass(frozen=True, kw_only=True)
 class LoadedArtifact:

@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mome_edge.errors import ConfigError, DataError, MomeError
+from mome_edge.onnx_contract import EXPERT_MODES, MODEL_SUFFIXES
 
 DEFAULT_BATCHES = (1, 32, 512)
 DEFAULT_THREADS = (1, 2)
 DEFAULT_RUNS = 100
 DEFAULT_WARMUP = 10
-EXPERT_MODES = ("materialize", "on-demand")
-MODEL_SUFFIXES = (".mome", ".onnx", ".ort")
 RATIO_KEYS = ("p50_ms", "p90_ms", "p99_ms", "rows_per_s", "peak_rss_mb", "added_rss_mb", "load_s", "file_bytes")
 WORKER_TIMEOUT_S = 3600
 BLAS_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mome_edge.errors import DataError
+from mome_edge.onnx_contract import ONNX_SUFFIXES
 
 DEFAULT_RUNS = 7
-ONNX_SUFFIXES = (".onnx", ".ort")
 
 # The child: every phase timed inside the process; the whole process timed by the parent.
 _CHILD = r"""

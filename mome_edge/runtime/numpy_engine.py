@@ -22,9 +22,9 @@ import numpy as np
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, trunk_forward
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.cache import CacheStats
+from mome_edge.artifact.masks import BIT_ORDER
+from mome_edge.onnx_contract import EXPERT_MODES
 
-EXPERT_MODES = ("materialize", "on-demand")
-BIT_ORDER = "big"  # the artifact's declared bit order (mome_edge.artifact.masks.BIT_ORDER)
 
 
 class _DenseLayer:

@@ -13,22 +13,23 @@ import numpy as np
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError
 from mome_edge.runtime.onnx_integrity import checksum_problem, is_ort_format
+from mome_edge.onnx_contract import (
+    INPUT_CATEGORICAL,
+    INPUT_NUMERICAL,
+    META_EXPERTS,
+    META_FEATURE_SPEC,
+    META_FORMAT_VERSION,
+    META_KIND,
+    META_MODE,
+    META_MODEL_METADATA,
+    META_RESIDENT_EXPERT_BYTES,
+    META_TASKS,
+    MODE_EXPERTS,
+)
 
 # metadata_props keys (mome_edge.exporters.onnx_graph writes them; repeated here so that the
 # runtime never imports onnx)
-META_FORMAT_VERSION = "mome.format_version"
-META_FEATURE_SPEC = "mome.feature_spec"
-META_TASKS = "mome.tasks"
-META_KIND = "mome.kind"
-META_EXPERTS = "mome.experts"
-META_MODEL_METADATA = "mome.model_metadata"
-META_MODE = "mome.mode"
-META_RESIDENT_EXPERT_BYTES = "mome.resident_expert_bytes"
-# the file's deployment mode -> the Predictor's expert mode it implements
-MODE_EXPERTS = {"speed": "materialize", "memory": "on-demand"}
 SUPPORTED_FORMAT_VERSION = 2  # 2: the file carries its own SHA-256 (onnx_integrity)
-INPUT_CATEGORICAL = "categorical"
-INPUT_NUMERICAL = "numerical"
 
 
 def session_options(threads: int | None):

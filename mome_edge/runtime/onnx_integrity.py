@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 
-META_SHA256 = "mome.sha256"
+from mome_edge.onnx_contract import META_SHA256
+
 UNSIGNED = b"0" * 64
 SIGNED_SINCE_FORMAT = 2  # the mome-edge ONNX format version that introduced the checksum
 # the protobuf encoding of StringStringEntryProto(key="mome.sha256", value=<64 bytes>) up to the

@@ -22,10 +22,8 @@ from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, DataError
 from mome_edge.runtime.inputs import check_inputs, check_outputs
 from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine, masked_expert_bytes
+from mome_edge.onnx_contract import ARTIFACT_SUFFIX, DEFAULT_MEMORY_BUDGET_MB, ONNX_SUFFIXES
 
-DEFAULT_MEMORY_BUDGET_MB = 16.0
-ONNX_SUFFIXES = (".onnx", ".ort")
-ARTIFACT_SUFFIX = ".mome"
 
 
 class Predictor:

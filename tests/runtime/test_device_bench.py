@@ -69,3 +69,12 @@ def test_script_errors_are_one_line(tmp_path: Path) -> None:
     bad.write_bytes(b"junk")
     done = subprocess.run([sys.executable, device_bench.__file__, str(bad), "--runs", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_the_standalone_script_repeats_the_contract_exactly() -> None:
+    """device_bench.py is copied to boards without mome-edge, so it repeats a few names of
+    mome_edge/onnx_contract.py; they must stay equal to their one home."""
+    from mome_edge import onnx_contract
+
+    assert device_bench.EXPERT_MODES == onnx_contract.EXPERT_MODES
+    assert device_bench.META_FEATURE_SPEC == onnx_contract.META_FEATURE_SPEC
