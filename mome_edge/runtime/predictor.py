@@ -13,17 +13,17 @@ thread-safe, the numpy engine shares only read-only weights and a locked LRU cac
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from mome_edge.artifact.compiled import CompiledModel
-from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, DataError
+from mome_edge.onnx_contract import ARTIFACT_SUFFIX, DEFAULT_MEMORY_BUDGET_MB, EXPERT_MODES, ONNX_SUFFIXES
 from mome_edge.runtime.inputs import check_inputs, check_outputs
-from mome_edge.runtime.numpy_engine import EXPERT_MODES, NumpyEngine, masked_expert_bytes
-from mome_edge.onnx_contract import ARTIFACT_SUFFIX, DEFAULT_MEMORY_BUDGET_MB, ONNX_SUFFIXES
 
+if TYPE_CHECKING:  # the engines are imported by the path that needs them: a cold start pays for one
+    from mome_edge.artifact.compiled import CompiledModel
+    from mome_edge.encoding import FeatureSpec
 
 
 class Predictor:
@@ -96,6 +96,8 @@ class Predictor:
         self.spec, self.tasks, self.kind, self.metadata = engine.spec, engine.tasks, engine.kind, engine.metadata
 
     def _numpy(self, model: CompiledModel) -> None:
+        from mome_edge.runtime.numpy_engine import NumpyEngine, masked_expert_bytes
+
         self.experts = self.experts or "materialize"
         budget = DEFAULT_MEMORY_BUDGET_MB if self.memory_budget_mb is None else self.memory_budget_mb
         if self.experts == "materialize" and self.memory_budget_mb is not None:
@@ -145,7 +147,7 @@ class Predictor:
         """Engine facts: runtime, expert mode; numpy: resident bytes, the resident subset, rebuild
         counters; ONNX: the file's mode and the dense expert bytes its session holds."""
         out: dict[str, Any] = {"runtime": self.runtime, "experts": self.experts, "kind": self.kind}
-        if isinstance(self._engine, NumpyEngine):
+        if self.runtime == "numpy":
             out["resident_bytes"] = self._engine.resident_bytes()
             out["rebuilds"] = self._engine.rebuilds()
             out["resident_experts"] = self._engine.resident_experts()
