@@ -30,20 +30,27 @@ JS_CACHE = Path(os.environ.get("MOME_JS_CACHE", Path.home() / ".cache" / "mome-e
 
 
 @pytest.fixture(scope="module")
-def js_example() -> Path:
-    """A folder holding the example's files and its installed node_modules."""
+def js_example(tmp_path_factory) -> Path:
+    """A folder holding this checkout's example files, its node_modules linked from the npm cache.
+
+    The cache is shared by every checkout on the machine (keyed by package.json): the script runs
+    from a private copy, so another checkout's tests cannot swap predict.mjs under this one."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if not node or not npm:
         pytest.skip("node and npm are not installed; install Node.js >= 18 to run examples/js")
     key = hashlib.sha256((EXAMPLE / "package.json").read_bytes() + (EXAMPLE / ".npmrc").read_bytes()).hexdigest()[:12]
-    folder = JS_CACHE / key
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in ("package.json", ".npmrc", "predict.mjs"):
-        shutil.copyfile(EXAMPLE / name, folder / name)
-    if not (folder / "node_modules" / "onnxruntime-node" / "package.json").is_file():
-        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=folder,
+    cache = JS_CACHE / key
+    cache.mkdir(parents=True, exist_ok=True)
+    if not (cache / "node_modules" / "onnxruntime-node" / "package.json").is_file():
+        for name in ("package.json", ".npmrc"):
+            shutil.copyfile(EXAMPLE / name, cache / name)
+        done = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--no-package-lock"], cwd=cache,
                               capture_output=True, text=True, timeout=NPM_TIMEOUT_S)
         assert done.returncode == 0, f"npm install failed: {done.stderr[-2000:]}"
+    folder = tmp_path_factory.mktemp("js-example")
+    for name in ("package.json", ".npmrc", "predict.mjs"):
+        shutil.copyfile(EXAMPLE / name, folder / name)
+    (folder / "node_modules").symlink_to(cache / "node_modules", target_is_directory=True)
     return folder
 
 
