@@ -35,7 +35,8 @@ bench-scale: setup
 # The device install on an arm64 Debian userland under qemu-user, predictions equal to x86_64's
 # (scripts/check_arm64.py; installs qemu-user-static and builds ~/.cache/mome-edge-arm64 once,
 # as root). Without ARM64_MODELS it trains a tiny census model (needs MOME_DATA_DIR or
-# ../shared/data); ARM64_MODELS="m.mome m.onnx m.ort" checks those files instead.
+# ../shared/data) and exports it in both modes (speed and memory, .onnx + .ort);
+# ARM64_MODELS="m.mome m.onnx m.ort" checks those files instead.
 ARM64_MODELS ?=
 ARM64_FLAGS ?=
 check-arm64: setup

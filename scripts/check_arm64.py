@@ -2,7 +2,7 @@
 equal to the x86_64 ones.
 
     python scripts/check_arm64.py [MODEL ...] [--rows 200] [--data-dir DIR] [--json REPORT.json]
-    make check-arm64 [ARM64_MODELS="a.mome a.onnx a.ort"]
+    make check-arm64 [ARM64_MODELS="m.mome m-speed.onnx m-memory.onnx"]
 
 Steps (each cached under --cache-dir, default ~/.cache/mome-edge-arm64; Debian 12 x86_64 as root):
   1. qemu-user-static from apt when `qemu-aarch64-static` is missing.
@@ -11,12 +11,13 @@ Steps (each cached under --cache-dir, default ~/.cache/mome-edge-arm64; Debian 1
   3. The device install's dependencies (pyproject's base `dependencies`, onnxruntime pinned to
      --onnxruntime) as aarch64 wheels: `pip install --platform manylinux... --only-binary=:all:
      --target DIR`; then this checkout, fresh on every run (`pip install --no-deps --target`).
-  4. Inputs: golden rows beside a model (MODEL.golden.json, read by scripts/golden_rows.py)
-     when present, else the first --rows census-income test rows encoded for the models.
+  4. Inputs: the first --rows census-income test rows encoded for the models (then two rows of
+     out-of-range ids), followed by the golden rows written by `mome-edge export` beside each
+     model (MODEL.golden.json, mome_edge.runtime.golden) when present. --rows 0: golden rows only.
   5. scripts/device_predict.py runs every device path of every model, once with this Python
      (x86_64) and once with the arm64 Python under qemu-aarch64-static; every probability of
-     the arm64 run must equal the x86_64 one (and the golden outputs, when given) within
-     ARM64_TOLERANCE.
+     the arm64 run must equal the x86_64 one (and, on the golden rows, the file's `expected`)
+     within ARM64_TOLERANCE.
 
 Without MODEL arguments, a tiny census-income MoME is trained, compiled and exported here
 (needs the [train] extra and the census data) into DEFAULT_EXPORTS. Exit 0: all equal;
@@ -37,11 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from golden_rows import DEFAULT_ROWS, census_rows, find_golden, read_golden  # noqa: E402
 
 ARM64_TOLERANCE = 1e-5  # max |p_arm64 - p_x86_64|: the same float32 graph, other SIMD kernels
 # The newest onnxruntime whose aarch64 wheel runs under Debian 12's qemu-aarch64 7.2: measured,
@@ -59,9 +61,13 @@ ARM64_DEBS = (
     "libcrypt1", "libncursesw6", "libtinfo6", "libreadline8", "libdb5.3", "libnsl2", "libtirpc3", "libgssapi-krb5-2",
     "libkrb5-3", "libk5crypto3", "libkrb5support0", "libcom-err2", "libkeyutils1",
 )
-# the exports built when no MODEL is given: (file name, extra `mome-edge export` flags).
-# The lead points this at the new modes (`--mode speed`, `--mode memory`) when they land.
-DEFAULT_EXPORTS = (("mome.onnx", ["--ort"]), ("mome-dense.onnx", ["--experts", "dense"]))
+# the exports built when no MODEL is given: (file name, extra `mome-edge export` flags); with
+# the .mome (numpy) they are the three deployments issue 12 checks on arm64, each .onnx with its .ort.
+DEFAULT_EXPORTS = (("mome-speed.onnx", ["--mode", "speed", "--ort"]), ("mome-memory.onnx", ["--mode", "memory", "--ort"]))
+DEFAULT_ROWS = 200
+DEFAULT_DATASET = "census-income"
+# ids outside every vocabulary, below and above: the graph clamps them to the OOV row (0)
+OUT_OF_RANGE_IDS = (-7, 2**40)
 TINY_CENSUS_TRAIN = ["--max-rows", "6000", "--hidden", "32,16", "--experts", "4", "--epochs", "4",
                      "--neuron-epochs", "1", "--harden-epochs", "1", "--quiet"]
 
@@ -178,23 +184,82 @@ def build_default_models(folder: Path, data_dir: str | None) -> list[Path]:
     return models
 
 
-def choose_inputs(models: list[Path], *, rows: int, data_dir: str | None):
-    """(categorical, numerical, golden outputs by model or {}, description)."""
-    goldens = {model: find_golden(model) for model in models}
-    found = {model: read_golden(path) for model, path in goldens.items() if path is not None}
-    if found:
-        first = next(iter(found.values()))
-        expected = {m: g.outputs for m, g in found.items()
-                    if g.outputs is not None and g.categorical.shape == first.categorical.shape
-                    and (g.categorical == first.categorical).all() and (g.numerical == first.numerical).all()}
-        return first.categorical, first.numerical, expected, f"golden rows {first.source}"
-    cat, num, source = census_rows(models[0], rows=rows, data_dir=data_dir)
-    return cat, num, {}, source
+@dataclass(frozen=True, kw_only=True)
+class Inputs:
+    """The rows both sides predict: census rows first, then each distinct set of golden rows."""
+
+    categorical: np.ndarray  # int64 (B, F)
+    numerical: np.ndarray  # float32 (B, D)
+    census_rows: int
+    golden_rows: int
+    # model -> (first row, the golden document): its `expected` covers rows first..first+len
+    goldens: dict[Path, tuple[int, dict]]
+    source: str
+
+
+def census_rows(model: Path, *, rows: int, data_dir: str | None, dataset: str = DEFAULT_DATASET) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first `rows` test rows of `dataset` encoded for `model`, then the out-of-range-id rows.
+
+    Needs the [train] extra (the data loaders use pandas); the model may be a .mome or an export.
+    """
+    from mome_edge.runtime import Predictor
+    from mome_edge.runtime.predict import load_artifact_split
+
+    predictor = Predictor(model)  # duck-types as the artifact: .spec and .metadata (the split record)
+    part = load_artifact_split(predictor, dataset, split="test", data_dir=data_dir)
+    cat = np.ascontiguousarray(part.categorical[:rows], dtype=np.int64)  # (B, F)
+    num = np.ascontiguousarray(part.numerical[:rows], dtype=np.float32)  # (B, D)
+    oov_cat = np.stack([np.full(cat.shape[1], value, dtype=np.int64) for value in OUT_OF_RANGE_IDS])  # (2, F)
+    cat = np.concatenate([cat, oov_cat])
+    num = np.concatenate([num, np.zeros((len(OUT_OF_RANGE_IDS), num.shape[1]), dtype=np.float32)])  # the means
+    return cat, num, (f"{dataset} test split rows 0..{rows - 1}, then {len(OUT_OF_RANGE_IDS)} rows of ids "
+                      f"{list(OUT_OF_RANGE_IDS)} in every field (out of range: read as OOV)")
+
+
+def choose_inputs(models: list[Path], *, rows: int, data_dir: str | None) -> Inputs:
+    """Census test rows (unless rows == 0), then the golden rows beside the models.
+
+    Every export of one .mome carries the same golden inputs (drawn from its feature spec), so
+    identical input sets are appended once and shared."""
+    from mome_edge.runtime import golden
+
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []
+    sources = []
+    if rows:
+        cat, num, source = census_rows(models[0], rows=rows, data_dir=data_dir)
+        blocks.append((cat, num))
+        sources.append(source)
+    census = sum(len(c) for c, _ in blocks)
+    offset, goldens, seen = census, {}, {}
+    for model in models:
+        path = golden.golden_path(model)
+        if not path.is_file():
+            continue
+        doc = golden.read_golden(path)
+        cat, num = golden.golden_inputs(doc)
+        key = hashlib.sha256(cat.tobytes() + num.tobytes() + repr((cat.shape, num.shape)).encode()).hexdigest()
+        if key not in seen:
+            if blocks and (cat.shape[1], num.shape[1]) != (blocks[0][0].shape[1], blocks[0][1].shape[1]):
+                raise CheckError(f"{path} has {cat.shape[1]} categorical and {num.shape[1]} numerical inputs, the other "
+                                 "inputs differ; check the files of one model per run")
+            seen[key] = offset
+            blocks.append((cat, num))
+            sources.append(f"golden rows {path.name} ({len(cat)})")
+            offset += len(cat)
+        goldens[model] = (seen[key], doc)
+    if not blocks:
+        raise CheckError("no inputs: --rows 0 and no MODEL.golden.json beside the models; drop --rows 0 (census test rows) "
+                         "or export the models with `mome-edge export`, which writes the golden rows")
+    return Inputs(categorical=np.concatenate([c for c, _ in blocks]), numerical=np.concatenate([n for _, n in blocks]),
+                  census_rows=census, golden_rows=offset - census, goldens=goldens, source="; ".join(sources))
 
 
 # --- 5: run both sides, compare ---------------------------------------------------------------
-def compare(x86: dict, arm: dict, goldens: dict) -> list[dict]:
-    """One row per (model, path): the largest differences, or the error of the side that failed."""
+def compare(x86: dict, arm: dict, goldens: dict[Path, tuple[int, dict]]) -> list[dict]:
+    """One row per (model, path): the largest differences, or the error of the side that failed.
+    Against the golden `expected`: the model's golden rows only (they start at the recorded row)."""
+    from mome_edge.runtime.golden import golden_max_abs
+
     rows = []
     by_key = {(r["model"], r["path"]): r for r in x86["results"]}
     for result in arm["results"]:
@@ -207,9 +272,11 @@ def compare(x86: dict, arm: dict, goldens: dict) -> list[dict]:
         arm_probs, x86_probs = _by_task(result), _by_task(ref)
         row["rows"] = len(result["probs"])
         row["max_abs_diff_vs_x86_64"] = max(float(abs(a - b)) for task in x86_probs for a, b in zip(arm_probs[task], x86_probs[task]))
-        golden = goldens.get(Path(result["model"]))
-        if golden is not None:
-            row["max_abs_diff_vs_golden"] = max(float(abs(a - b)) for task, values in golden.items() for a, b in zip(arm_probs[task], values))
+        if Path(result["model"]) in goldens:
+            first, doc = goldens[Path(result["model"])]
+            count = len(doc["inputs"]["categorical"])
+            probs = np.asarray([arm_probs[task][first:first + count] for task in doc["tasks"]], dtype=np.float64).T  # (G, T)
+            row["max_abs_diff_vs_golden"] = golden_max_abs(doc, probs)
         row.update(arm64_load_s=result["load_s"], arm64_predict_s=result["predict_s"],
                    x86_64_load_s=ref["load_s"], x86_64_predict_s=ref["predict_s"])
     return rows
@@ -240,9 +307,10 @@ def check(models: list[Path], *, rows: int, data_dir: str | None, cache: Path, o
         if missing:
             raise CheckError(f"model files {missing} do not exist; pass .mome/.onnx/.ort files")
         models = [m.resolve() for m in models]
-        cat, num, goldens, source = choose_inputs(models, rows=rows, data_dir=data_dir)
+        chosen = choose_inputs(models, rows=rows, data_dir=data_dir)
         inputs = work / "inputs.json"
-        inputs.write_text(json.dumps({"categorical": cat.tolist(), "numerical": [[float(v) for v in r] for r in num]}))
+        inputs.write_text(json.dumps({"categorical": chosen.categorical.tolist(),
+                                      "numerical": [[float(v) for v in r] for r in chosen.numerical]}))
         script = ROOT / "scripts" / "device_predict.py"
         args = ["--inputs", str(inputs), *map(str, models)]
         run([sys.executable, str(script), *args, "--output", str(work / "x86.json")], what="x86_64 predictions")
@@ -260,11 +328,12 @@ def check(models: list[Path], *, rows: int, data_dir: str | None, cache: Path, o
     installed = arm["environment"]["workstation_packages_installed"]
     if installed:  # the arm64 side stands for the device install: a leak would hide a dependency
         raise CheckError(f"the arm64 site holds {installed}, which the device install must not need; delete {site} and run again")
-    results = compare(x86, arm, goldens)
+    results = compare(x86, arm, chosen.goldens)
     return {
         "ok": all(row_ok(r) for r in results),
         "tolerance": ARM64_TOLERANCE,
-        "inputs": {"rows": int(len(cat)), "source": source},
+        "inputs": {"rows": int(len(chosen.categorical)), "census_rows": chosen.census_rows, "golden_rows": chosen.golden_rows,
+                   "source": chosen.source},
         "x86_64": x86["environment"],
         "arm64": {**arm["environment"], "emulator": run([qemu, "--version"], what="qemu --version").splitlines()[0]},
         "seconds": {"setup": round(prepared - started, 1), "arm64_run": round(arm_seconds, 1),
@@ -274,11 +343,11 @@ def check(models: list[Path], *, rows: int, data_dir: str | None, cache: Path, o
 
 
 def render(report: dict) -> str:
-    lines = [f"inputs: {report['inputs']['rows']} rows ({report['inputs']['source']})",
+    lines = [f"inputs: {report['inputs']['rows']} rows: {report['inputs']['source']}",
              f"x86_64: Python {report['x86_64']['python']}, numpy {report['x86_64']['numpy']}, onnxruntime {report['x86_64']['onnxruntime']}",
              f"arm64:  Python {report['arm64']['python']}, numpy {report['arm64']['numpy']}, onnxruntime {report['arm64']['onnxruntime']} "
              f"({report['arm64']['machine']} under {report['arm64']['emulator']})",
-             f"{'model':<22} {'path':<22} {'max|arm64-x86|':>15} {'max|arm64-golden|':>18} {'arm64 load+predict s':>21}"]
+             f"{'model':<22} {'path':<22} {'max|arm64-x86|':>15} {'max|arm64-golden|':>18} {'load+predict s: arm64':>22} {'x86_64':>7}"]
     for r in report["results"]:
         if r["arm64_error"] or r["x86_64_error"]:
             side = "arm64" if r["arm64_error"] else "x86_64"
@@ -286,7 +355,7 @@ def render(report: dict) -> str:
             continue
         golden = "-" if r["max_abs_diff_vs_golden"] is None else f"{r['max_abs_diff_vs_golden']:.2e}"
         lines.append(f"{r['model']:<22} {r['path']:<22} {r['max_abs_diff_vs_x86_64']:>15.2e} {golden:>18} "
-                     f"{r['arm64_load_s'] + r['arm64_predict_s']:>21.2f}")
+                     f"{r['arm64_load_s'] + r['arm64_predict_s']:>22.2f} {r['x86_64_load_s'] + r['x86_64_predict_s']:>7.3f}")
     verdict = "OK" if report["ok"] else "FAILED"
     lines.append(f"{verdict}: tolerance {report['tolerance']:g}; seconds: setup {report['seconds']['setup']}, "
                  f"arm64 run {report['seconds']['arm64_run']}, total {report['seconds']['total']}")
@@ -296,15 +365,16 @@ def render(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", type=Path, nargs="*", help="model files (.mome, .onnx, .ort) of one model; none: build a tiny census model")
-    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"census test rows when no golden file is found (default {DEFAULT_ROWS})")
+    parser.add_argument("--rows", type=int, default=DEFAULT_ROWS,
+                        help=f"census-income test rows to predict (default {DEFAULT_ROWS}); 0: only the golden rows beside the models")
     parser.add_argument("--data-dir", default=os.environ.get("MOME_DATA_DIR") or None, help="folder holding census-income/ (default: MOME_DATA_DIR)")
     parser.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("MOME_ARM64_CACHE", DEFAULT_CACHE)),
                         help=f"where the arm64 userland and wheels are kept (default {DEFAULT_CACHE}, or MOME_ARM64_CACHE)")
     parser.add_argument("--onnxruntime", default=DEFAULT_ONNXRUNTIME, help=f"onnxruntime version on the arm64 side (default {DEFAULT_ONNXRUNTIME})")
     parser.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     args = parser.parse_args(argv)
-    if args.rows < 1:
-        parser.error(f"--rows {args.rows}: give at least 1 row")
+    if args.rows < 0:
+        parser.error(f"--rows {args.rows}: give 0 (golden rows only) or more rows")
     if platform.machine() != "x86_64":
         print(f"error: this check emulates arm64 from an x86_64 host, this is {platform.machine()}; run scripts/device_predict.py directly on an arm64 host", file=sys.stderr)
         return 2

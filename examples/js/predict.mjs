@@ -20,6 +20,8 @@ const CHECKSUM_ENTRY = Buffer.concat([
   Buffer.from([0x0a, CHECKSUM_KEY.length]), Buffer.from(CHECKSUM_KEY, 'ascii'), Buffer.from([0x12, 0x40]),
 ]);
 const DIGEST_CHARS = 64;
+const GOLDEN_FORMAT = 'mome-edge-golden';
+const GOLDEN_VERSION = 1;
 
 /** null when `bytes` is an intact signed export or an ORT-format file; else the problem. */
 function checksumProblem(bytes) {
@@ -63,22 +65,23 @@ async function main(argv) {
   const bytes = await readFile(modelPath).catch((e) => fail(`cannot read ${modelPath} (${e.code}); check the path`));
   const problem = checksumProblem(bytes);
   if (problem) fail(`${modelPath}: ${problem}; export it again with \`mome-edge export\``);
-  const golden = JSON.parse(await readFile(goldenPath, 'utf8').catch((e) => fail(`cannot read ${goldenPath} (${e.code}); write it with scripts/golden_rows.py`)));
-  const inputs = golden.inputs ?? golden;
-  const expected = golden.outputs ?? golden.expected;
-  if (!inputs?.categorical || !inputs?.numerical || !expected) fail(`${goldenPath}: no inputs.categorical / inputs.numerical / outputs`);
-  const tolerance = golden.tolerance ?? 1e-5;
+  const golden = JSON.parse(await readFile(goldenPath, 'utf8').catch((e) => fail(`cannot read ${goldenPath} (${e.code}); \`mome-edge export\` writes it beside the model`)));
+  // the golden rows format of mome_edge/runtime/golden.py (docs/deployment.md, "Golden rows")
+  if (golden.format !== GOLDEN_FORMAT || golden.version !== GOLDEN_VERSION) fail(`${goldenPath}: not a ${GOLDEN_FORMAT} v${GOLDEN_VERSION} file; export the model again`);
+  const { inputs, expected } = golden;
+  if (!inputs?.categorical || !inputs?.numerical || !expected) fail(`${goldenPath}: no inputs.categorical / inputs.numerical / expected; export the model again`);
+  const { tolerance } = golden;
 
   // --- the app: one session with default options, as Python's plain InferenceSession(path) ---
   const session = await ort.InferenceSession.create(bytes);
   const batched = await session.run(inputTensors(inputs.categorical, inputs.numerical)); // {task: Tensor float32 [B]}
   // --- end of the app ---
 
-  const tasks = golden.tasks ?? Object.keys(expected);
+  const { tasks } = golden;
   const missing = tasks.filter((t) => !session.outputNames.includes(t));
   if (missing.length) fail(`the model has no outputs ${missing}; its outputs are ${session.outputNames}`);
   const maxDiff = (values, task) => values.reduce((m, v, i) => Math.max(m, Math.abs(v - expected[task][i])), 0);
-  const report = { model: modelPath, golden: goldenPath, rows: inputs.categorical.length, tolerance,
+  const report = { model: modelPath, golden: goldenPath, mode: golden.mode, rows: inputs.categorical.length, tolerance,
     onnxruntime_node: ort.env.versions?.node ?? 'unknown', batched: {}, one_row_at_a_time: {} };
   for (const task of tasks) report.batched[task] = maxDiff(batched[task].data, task);
   // batch 1, the usual call in an app: row by row
