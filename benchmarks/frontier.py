@@ -154,7 +154,13 @@ def _groups(results: dict) -> dict[tuple, list[dict]]:
 
 
 def render(results: dict) -> str:
-    lines = []
+    lines = [
+        "Each point: `mome-edge train --budget B --budget-weights W --seed S` then `mome-edge compile --weights W`; file bytes",
+        "are the compiled file's, test AUC is the compiled file's (numpy reference, stored precision), train s is the wall",
+        "time of training on a 2-core machine shared with other jobs (compare within a row group only). `default` = no budget.",
+        "Rows with fewer than 3 seeds are where the run stopped (the script resumes where it stopped).",
+        "",
+    ]
     groups = _groups(results)
     for dataset in sorted({g[0] for g in groups}):
         ref = results["reference_bytes"][dataset]

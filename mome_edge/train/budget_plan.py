@@ -2,12 +2,12 @@
 switches to it, and report where the bytes went.
 
 What the trainer shrinks (the budget covers the whole file):
-- mmoe, ple, shared-bottom, single-task: every hidden and tower width by one multiplier
-  (up or down), then -- when widths of 1 do not fit -- the expert count, then the embedding
-  width (compile/sizing.fit_dense_config).
+- mmoe, ple, shared-bottom, single-task: hidden widths by one multiplier (up or down; towers
+  keep theirs); MMoE/PLE trade experts for width when the last layer would be narrower than
+  16; the embedding width only when widths of 1 do not fit (compile/sizing.fit_dense_config).
 - mome: the neuron phase also gates the base's output neurons (they feed the towers and the
-  per-expert affine); lambda follows dual ascent on the expected bytes, each gate weighted by
-  the bytes it keeps alive; at the phase switch the most open neurons are kept, at least
+  per-expert affine); the penalty weighs each gate by the bytes it keeps alive and lambda is
+  steered by the expected bytes (gate_schedule.py); at the phase switch the most open neurons are kept, at least
   NEURON_FLOOR per layer, as many as keep the fully open model under the ceiling (embedding
   dimensions, numerical inputs, task-gate columns and tower columns go with their neurons);
   at the switch to hardening the binary expert masks are chosen so that the compiled file
