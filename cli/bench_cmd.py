@@ -10,6 +10,7 @@ from rich.table import Table
 
 from mome_edge.cli.common import parse_int_list, print_json, stderr, stdout
 from mome_edge.cli.options import Json
+from mome_edge.onnx_contract import DEFAULT_MEMORY_BUDGET_MB
 
 
 def bench(
@@ -19,7 +20,7 @@ def bench(
     runs: int = typer.Option(100, "--runs", help="Timed calls per batch size."),
     warmup: int = typer.Option(10, "--warmup", help="Untimed calls before timing."),
     experts: str = typer.Option("materialize", "--experts", help="materialize, on-demand, or both comma-separated."),
-    memory_budget_mb: float = typer.Option(16.0, "--memory-budget-mb", help="MiB of rebuilt experts the .mome on-demand runtime keeps resident (a fixed subset; the rest rebuilt per call)."),
+    memory_budget_mb: float = typer.Option(DEFAULT_MEMORY_BUDGET_MB, "--memory-budget-mb", help="MiB of rebuilt experts the .mome on-demand runtime keeps resident (a fixed subset; the rest rebuilt per call)."),
     json_output: bool = Json,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write p50 latency vs batch as a PNG."),
 ) -> None:

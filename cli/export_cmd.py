@@ -10,9 +10,10 @@ import typer
 from mome_edge.cli.common import print_json, stderr, stdout
 from mome_edge.cli.options import Json
 from mome_edge.errors import ConfigError
+from mome_edge.onnx_contract import ARTIFACT_SUFFIX, DEPLOY_MODES, EXPERT_STORAGE
 
-EXPERT_CHOICES = ("bitset", "dense")
-MODE_CHOICES = ("speed", "memory")
+EXPERT_CHOICES = EXPERT_STORAGE
+MODE_CHOICES = DEPLOY_MODES
 
 
 def export(
@@ -36,7 +37,7 @@ def export(
         raise ConfigError("--mode memory rebuilds experts from bitsets; drop --experts dense (or use --mode speed)")
     if experts not in EXPERT_CHOICES:
         raise ConfigError(f"--experts {experts!r} is unknown; use {' or '.join(EXPERT_CHOICES)}")
-    if model.suffix.lower() != ".mome":
+    if model.suffix.lower() != ARTIFACT_SUFFIX:
         raise ConfigError(f"{model} is not a .mome artifact; export reads the file written by `mome-edge compile`")
     from mome_edge.exporters.onnx_export import export_artifact
 

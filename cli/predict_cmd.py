@@ -10,11 +10,12 @@ import typer
 from mome_edge.cli.common import print_json, stderr
 from mome_edge.cli.options import DataDir, data_dir_or_none
 from mome_edge.errors import ConfigError
+from mome_edge.onnx_contract import ONNX_SUFFIXES
 from mome_edge.predictions_csv import is_stdout
 
 
 def predict_command(
-    model: Path = typer.Argument(..., metavar="MODEL.mome", help="An artifact file written by `mome-edge compile`."),
+    model: Path = typer.Argument(..., metavar="MODEL", help="A .mome artifact (`mome-edge compile`) or an .onnx/.ort export (`mome-edge export`)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV to write: one column per task, rows in input order ('-' = stdout)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A built-in data set to predict on (instead of --input)."),
     split: str = typer.Option("test", "--split", help="train, validation or test (with --dataset)."),
@@ -37,7 +38,7 @@ def predict_command(
     if output is not None and is_stdout(output) and json_output:
         raise ConfigError("-o - and --json both write to standard output; choose one")
     onnx_runtime = "onnx" if runtime == "numpy" else runtime
-    on_onnx = model.suffix.lower() in (".onnx", ".ort") or runtime != "numpy"  # the device runtime
+    on_onnx = model.suffix.lower() in ONNX_SUFFIXES or runtime != "numpy"  # the device runtime
     if output is None:  # --json alone: the probabilities themselves
         if on_onnx:
             from mome_edge.runtime.deployed import predict_deployed

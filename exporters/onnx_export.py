@@ -30,7 +30,7 @@ from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, ConfigError, ParityError
 from mome_edge.runtime.onnx_integrity import sign_onnx_bytes
 from mome_edge.exporters.onnx_graph import (
-    EXPERT_MODES,
+    EXPERT_STORAGE,
     INPUT_CATEGORICAL,
     INPUT_NUMERICAL,
     MIN_OPSET,
@@ -40,7 +40,7 @@ from mome_edge.exporters.onnx_graph import (
     build_model,
 )
 from mome_edge.onnx_contract import DEPLOY_MODES
-from mome_edge.onnx_contract import EXPERT_MODES as RUNTIME_EXPERT_MODES
+from mome_edge.onnx_contract import EXPERT_MODES, PARITY_ATOL_FP32
 
 DEFAULT_OPSET = 18
 MAX_OPSET = 21  # the newest opset every onnxruntime >= 1.17 (our floor) executes
@@ -49,12 +49,11 @@ MAX_OPSET = 21  # the newest opset every onnxruntime >= 1.17 (our floor) execute
 DEFAULT_MEMORY_OPSET = 21
 # ONNX Runtime vs the numpy reference of the same (dequantised) weights, probabilities, fp32
 # arithmetic on both sides: differences come from summation order only.
-PARITY_ATOL_FP32 = 1e-5
 VALIDATION_ROWS = 64
 # After simplification the file may grow by this much (onnxsim may add value_info) before we
 # conclude that it undid the bitset storage.
 SIMPLIFY_GROWTH_BYTES = 16_384
-ORT_SESSION_MODES = RUNTIME_EXPERT_MODES
+ORT_SESSION_MODES = EXPERT_MODES
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,8 +130,8 @@ def export_onnx_with_report(
     mode: str = "speed",
 ) -> OnnxExport:
     """export_onnx, plus an ExportReport (node counts and bytes before/after onnxsim, parity)."""
-    if experts not in EXPERT_MODES:
-        raise ConfigError(f"experts={experts!r} is not an expert storage mode; use one of {', '.join(EXPERT_MODES)}")
+    if experts not in EXPERT_STORAGE:
+        raise ConfigError(f"experts={experts!r} is not an expert storage mode; use one of {', '.join(EXPERT_STORAGE)}")
     if mode not in DEPLOY_MODES:
         raise ConfigError(f"mode={mode!r} is not a deployment mode; use speed or memory")
     if opset is None:

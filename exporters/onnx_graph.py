@@ -37,6 +37,9 @@ from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
 from mome_edge.artifact.masks import BIT_ORDER
 from mome_edge.onnx_contract import (  # noqa: F401  (re-exported: the exporter's metadata keys)
     DEPLOY_MODES,
+    EXPERT_STORAGE,
+    INPUT_CATEGORICAL,
+    INPUT_NUMERICAL,
     META_BIT_ORDER,
     META_EXPERTS,
     META_FEATURE_SPEC,
@@ -50,11 +53,8 @@ from mome_edge.onnx_contract import (  # noqa: F401  (re-exported: the exporter'
     META_TASKS,
 )
 
-INPUT_CATEGORICAL = "categorical"
-INPUT_NUMERICAL = "numerical"
 BATCH_DIM = "batch"
 ONNX_FORMAT_VERSION = 2  # 2: mome.sha256 over the file (mome_edge.runtime.onnx_integrity)
-EXPERT_MODES = ("bitset", "dense")
 MIN_OPSET = 17
 BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
 

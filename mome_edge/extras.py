@@ -15,7 +15,7 @@ from mome_edge.errors import ConfigError
 # What each training-side command imports (module names, not distribution names).
 NEEDS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "pandas", "pyarrow", "sklearn"),
-    "compile": ("torch", "sklearn"),
+    "compile": ("torch", "pandas", "pyarrow", "sklearn"),  # compile re-checks parity on the test split
     "export": ("onnx", "onnxsim"),
     "evaluate": ("torch", "pandas", "sklearn"),
     "prepare": ("pandas", "pyarrow"),

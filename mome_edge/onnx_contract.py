@@ -29,9 +29,14 @@ INPUT_CATEGORICAL = "categorical"  # int64 (B, F)
 INPUT_NUMERICAL = "numerical"  # float32 (B, D)
 
 DEPLOY_MODES: tuple[str, ...] = ("speed", "memory")  # how an export rebuilds its experts (export --mode)
+EXPERT_STORAGE: tuple[str, ...] = ("bitset", "dense")  # how masked experts are stored in the file (export --experts)
 EXPERT_MODES: tuple[str, ...] = ("materialize", "on-demand")  # the same choice, as the runtime names it
 MODE_EXPERTS = {"speed": "materialize", "memory": "on-demand"}
 DEFAULT_MEMORY_BUDGET_MB = 16.0  # rebuilt experts kept resident by the numpy runtime's on-demand mode
+
+# ONNX Runtime vs the numpy reference of the same weights, probabilities, fp32 on both sides:
+# the export's parity check and the golden rows' tolerance
+PARITY_ATOL_FP32 = 1e-5
 
 ARTIFACT_SUFFIX = ".mome"
 ONNX_SUFFIXES: tuple[str, ...] = (".onnx", ".ort")

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mome_edge.data.types import DataSplits
 from mome_edge.config import ModelConfig, TrainConfig, config_from_json, config_to_json
 from mome_edge.encoding import FeatureSpec
+from mome_edge.contract import SPLITS
 from mome_edge.errors import ArtifactError, ConfigError
 
 RUN_FORMAT = "mome-edge-run"
@@ -67,7 +67,9 @@ class DatasetRef:
             from mome_edge.data.prepared import PreparedDataset
 
             prepared = PreparedDataset(str(self.data_dir))
-            return DataSplits(**{split: prepared.load_split(split) for split in ("train", "validation", "test")})
+            from mome_edge.data.types import DataSplits
+
+            return DataSplits(**{split: prepared.load_split(split) for split in SPLITS})
 
         return load_dataset(
             self.name,

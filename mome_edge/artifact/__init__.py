@@ -19,6 +19,7 @@ _LAZY = {
     "read_artifact": "reader", "parse_artifact": "reader", "LoadedArtifact": "reader",
     "write_artifact": "writer", "artifact_bytes": "writer", "quantize_model": "writer",
     "CompiledModel": "compiled",
+    "check_compiled_model": "schema", "check_weights": "quantise",
 }
 __all__ = sorted(_LAZY)
 

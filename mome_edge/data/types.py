@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mome_edge.contract import SPLITS
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import DataError
 
@@ -60,6 +61,6 @@ class DataSplits:
         return self.train.spec
 
     def get(self, split: str) -> MultiTaskData:
-        if split not in ("train", "validation", "test"):
+        if split not in SPLITS:
             raise DataError(f"unknown split {split!r}; use train, validation or test")
         return getattr(self, split)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mome_edge.errors import ConfigError, DataError, MomeError
-from mome_edge.onnx_contract import EXPERT_MODES, MODEL_SUFFIXES
+from mome_edge.onnx_contract import DEFAULT_MEMORY_BUDGET_MB, EXPERT_MODES, MODEL_SUFFIXES
 
 DEFAULT_BATCHES = (1, 32, 512)
 DEFAULT_THREADS = (1, 2)
@@ -38,7 +38,7 @@ class BenchConfig:
     runs: int = DEFAULT_RUNS
     warmup: int = DEFAULT_WARMUP
     experts: tuple[str, ...] = ("materialize",)
-    memory_budget_mb: float = 16.0
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from mome_edge.errors import ConfigError, DataError
+from mome_edge.onnx_contract import ARTIFACT_SUFFIX, ONNX_SUFFIXES
 from mome_edge.runtime.predict import Predictions, load_artifact_split, read_csv_columns
 
 RUNTIMES = ("numpy", "onnx")
@@ -31,11 +32,11 @@ def load_predictor(path: str | Path, *, runtime: str = "onnx", threads: int | No
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime {runtime!r} is unknown; use {' or '.join(RUNTIMES)}")
     suffix = path.suffix.lower()
-    if suffix in (".onnx", ".ort"):
+    if suffix in ONNX_SUFFIXES:
         if runtime != "onnx":
             raise ConfigError(f"{path} is an ONNX model: it runs with --runtime onnx only")
         return Predictor(path, threads=threads)
-    if suffix != ".mome":
+    if suffix != ARTIFACT_SUFFIX:
         raise ConfigError(f"{path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
     if runtime == "numpy":
         return Predictor(path, threads=threads)

@@ -32,11 +32,12 @@ import numpy as np
 
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError
+from mome_edge.onnx_contract import PARITY_ATOL_FP32
 
 GOLDEN_FORMAT = "mome-edge-golden"
 GOLDEN_VERSION = 1
 GOLDEN_ROWS = 8
-GOLDEN_TOLERANCE = 1e-5  # = exporters.onnx_export.PARITY_ATOL_FP32: probabilities, fp32 on both sides
+GOLDEN_TOLERANCE = PARITY_ATOL_FP32  # probabilities, fp32 on both sides
 UNSEEN_CATEGORY = "__mome_unseen__"  # not in any vocabulary: reads the OOV row
 
 
@@ -104,8 +105,12 @@ def read_golden(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path}: not a readable golden file ({exc}); export the model again") from None
     if not isinstance(doc, dict) or doc.get("format") != GOLDEN_FORMAT or doc.get("version") != GOLDEN_VERSION:
         raise ArtifactError(f"{path}: not a {GOLDEN_FORMAT} v{GOLDEN_VERSION} file; export the model again")
-    rows = len(doc["inputs"]["categorical"])
-    if len(doc["inputs"]["numerical"]) != rows or any(len(doc["expected"][t]) != rows for t in doc["tasks"]):
+    try:
+        rows = len(doc["inputs"]["categorical"])
+        consistent = len(doc["inputs"]["numerical"]) == rows and all(len(doc["expected"][t]) == rows for t in doc["tasks"])
+    except (KeyError, TypeError) as exc:  # a hand-edited or truncated file: one clear error, not a traceback
+        raise ArtifactError(f"{path}: golden file lacks {exc} (inputs, expected or tasks); export the model again") from None
+    if not consistent:
         raise ArtifactError(f"{path}: inputs and expected outputs differ in row count; export the model again")
     return doc
 

@@ -31,6 +31,7 @@ from mome_edge.budget import budget_range
 from mome_edge.config import ModelConfig, TrainConfig
 from mome_edge.encoding import FeatureSpec
 from mome_edge.runs import DatasetRef, RunInfo
+from mome_edge.artifact.format import COMPONENTS
 
 _PLACEHOLDER = 0.12345678901234567
 MOME_HEADROOM = 1.5  # a MoME base at least this many times the budget's ceiling, fully open  # a float as long as any metric's JSON text
@@ -57,8 +58,7 @@ def placeholder_summary(tasks: tuple[str, ...], kind: str) -> dict[str, Any]:
         "validation": metrics, "test": metrics, "selected_epoch": 10, "epochs_run": 12, "phase": "hardening",
         "parameters": 1_000_000,
         "budget": {"bytes": 10**9, "weights": "fp32", "range": [10**9, 10**9], "achieved_bytes": 10**9, "within_range": False,
-                   "components": {k: 10**8 for k in ("embeddings", "base_weights", "expert_masks", "expert_affine", "task_gates",
-                                                     "towers", "indices", "manifest")},
+                   "components": {k: 10**8 for k in COMPONENTS},
                    "shrunk": "x" * 360},
     }
     if kind == "mome":

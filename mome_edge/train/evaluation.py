@@ -81,7 +81,9 @@ def evaluate_model_file(
     from mome_edge.runtime.deployed import predict_deployed
 
     path = Path(path)
-    engine = "onnx" if path.suffix.lower() in (".onnx", ".ort") else runtime
+    from mome_edge.onnx_contract import ONNX_SUFFIXES
+
+    engine = "onnx" if path.suffix.lower() in ONNX_SUFFIXES else runtime
     result = predict_deployed(path, runtime=engine, dataset=dataset, split=split, data_dir=data_dir, progress=progress)
     if predictions_path is not None:
         write_predictions(predictions_path, result.probs, result.tasks)

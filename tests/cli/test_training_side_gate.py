@@ -4,6 +4,8 @@ one line saying what to install; device commands never ask for the training side
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,8 +48,25 @@ def test_training_commands_say_what_to_install(device_install, tmp_path: Path, a
     assert stdout == "" and list(tmp_path.iterdir()) == []
 
 
-def test_device_commands_need_no_training_side(device_install, tiny_artifact, tmp_path: Path) -> None:
-    """predict on raw rows and inspect run with the training modules reported absent."""
+_BLOCKED_RUN = """
+import sys
+for name in {blocked!r}:
+    sys.modules[name] = None  # `import name` now fails, as on a device install
+from mome_edge.cli.main import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exc:
+    sys.exit(exc.code)
+"""
+
+
+def _run_blocked(argv: list[str]) -> subprocess.CompletedProcess:
+    code = _BLOCKED_RUN.format(blocked=sorted(TRAINING_MODULES))
+    return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
+
+
+def test_device_commands_need_no_training_side(tiny_artifact, tmp_path: Path) -> None:
+    """predict on raw rows and inspect run in a process where every training module fails to import."""
     from mome_edge.artifact.reader import read_artifact
 
     path = tiny_artifact("mome", "fp32")
@@ -55,7 +74,16 @@ def test_device_commands_need_no_training_side(device_install, tiny_artifact, tm
     names = [*spec.field_names, *spec.numerical_names]
     rows = tmp_path / "rows.csv"
     rows.write_text(",".join(names) + "\n" + ",".join("1" for _ in names) + "\n", encoding="utf-8")
-    assert invoke(["predict", str(path), "--input", str(rows), "-o", str(tmp_path / "p.csv")])[0] == 0
-    assert invoke(["inspect", str(path), "--json"])[0] == 0
-    code, _, stderr = invoke(["inspect", str(path), "--plot", str(tmp_path / "m.png")])
-    assert code == 2 and "--plot needs the training side (matplotlib not installed)" in stderr
+    done = _run_blocked(["predict", str(path), "--input", str(rows), "-o", str(tmp_path / "p.csv")])
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "p.csv").read_text(encoding="utf-8").startswith(",".join(spec.tasks))
+    done = _run_blocked(["inspect", str(path), "--json"])
+    assert done.returncode == 0, done.stderr
+    done = _run_blocked(["inspect", str(path), "--plot", str(tmp_path / "m.png")])
+    assert done.returncode == 2 and "--plot needs the training side (matplotlib not installed)" in done.stderr
+
+
+def test_the_blocked_process_really_lacks_the_training_side() -> None:
+    """The check above is meaningful: in the same kind of process, a training command cannot import torch."""
+    done = _run_blocked(["train", "--model", "mome", "--dataset", "synthetic", "--out", "/nonexistent/x"])
+    assert done.returncode == 2 and "needs the training side" in done.stderr
