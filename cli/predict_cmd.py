@@ -15,7 +15,7 @@ from mome_edge.predictions_csv import is_stdout
 
 
 def predict_command(
-    model: Path = typer.Argument(..., metavar="MODEL", help="A .mome artifact (`mome-edge compile`) or an .onnx/.ort export (`mome-edge export`)."),
+    model: Path = typer.Argument(..., metavar="MODEL.mome", help="A .mome artifact (`mome-edge compile`) or an .onnx/.ort export (`mome-edge export`)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="CSV to write: one column per task, rows in input order ('-' = stdout)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="A built-in data set to predict on (instead of --input)."),
     split: str = typer.Option("test", "--split", help="train, validation or test (with --dataset)."),
