@@ -46,16 +46,6 @@ def floor_of(path: str | Path) -> str:
     return "numpy+onnxruntime" if Path(path).suffix.lower() in ONNX_SUFFIXES else "numpy"
 
 
-def sample_row(spec) -> dict[str, Any]:
-    """A raw row of known values: each field's first vocabulary entry, each number at its mean."""
-    row: dict[str, Any] = {}
-    for field in spec.categorical:
-        row[field.name] = field.vocabulary[0] if field.vocabulary else None
-    for scaler in spec.numerical:
-        row[scaler.name] = scaler.mean
-    return row
-
-
 def _timed(argv: list[str]) -> tuple[float, str]:
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -78,8 +68,9 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
         raise DataError(f"runs={runs} must be >= 1")
     if row is None:
         from mome_edge.runtime import Predictor
+        from mome_edge.runtime.golden import golden_rows
 
-        row = sample_row(Predictor(path).spec)
+        row = golden_rows(Predictor(path).spec, rows=3)[-1]  # a typical row: known categories, finite numbers
     floor = floor_of(path)
     walls, floors, phases = [], [], []
     for _ in range(runs):
