@@ -12,7 +12,7 @@ thread-safe, the numpy engine shares only read-only weights and a locked LRU cac
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
@@ -22,6 +22,8 @@ from mome_edge.onnx_contract import ARTIFACT_SUFFIX, DEFAULT_MEMORY_BUDGET_MB, E
 from mome_edge.runtime.inputs import check_inputs, check_outputs
 
 if TYPE_CHECKING:  # the engines are imported by the path that needs them: a cold start pays for one
+    from pathlib import Path  # ~5 ms of a cold start (it imports urllib.parse): only `.path` builds one
+
     from mome_edge.artifact.compiled import CompiledModel
     from mome_edge.encoding import FeatureSpec
 
@@ -60,22 +62,22 @@ class Predictor:
         self.threads = threads
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         if isinstance(path, (bytes, bytearray)):
-            self.path = None
+            self._source = None
             self._onnx(bytes(path))
             return
-        self.path = Path(path)
-        suffix = self.path.suffix.lower()
-        if not self.path.is_file():
-            raise ArtifactError(f"{self.path} does not exist or is not a file; pass a .mome artifact or an .onnx/.ort export")
+        self._source = source = os.fspath(path)
+        suffix = os.path.splitext(source)[1].lower()
+        if not os.path.isfile(source):
+            raise ArtifactError(f"{source} does not exist or is not a file; pass a .mome artifact or an .onnx/.ort export")
         if suffix in ONNX_SUFFIXES:
-            self._onnx(self.path)
+            self._onnx(source)
         elif suffix == ARTIFACT_SUFFIX:
             from mome_edge.artifact.reader import read_artifact  # numpy + safetensors + bitarray
 
-            loaded = read_artifact(self.path)
+            loaded = read_artifact(source)
             self._numpy(loaded.model)
         else:
-            raise ConfigError(f"{self.path}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
+            raise ConfigError(f"{source}: unknown model file type {suffix!r}; pass a .mome, .onnx or .ort file")
 
     @classmethod
     def from_compiled(cls, model: CompiledModel, *, experts: str | None = None,
@@ -83,12 +85,21 @@ class Predictor:
         """A numpy Predictor for an in-memory CompiledModel (no file)."""
         _check_options(None, experts, memory_budget_mb)
         self = cls.__new__(cls)
-        self.path, self.threads, self.experts = None, None, experts
+        self._source, self.threads, self.experts = None, None, experts
         self.memory_budget_mb = None if memory_budget_mb is None else float(memory_budget_mb)
         self._numpy(model)
         return self
 
-    def _onnx(self, source: Path | bytes) -> None:
+    @property
+    def path(self) -> Path | None:
+        """The model file (None for in-memory models)."""
+        if self._source is None:
+            return None
+        from pathlib import Path
+
+        return Path(self._source)
+
+    def _onnx(self, source: str | bytes) -> None:
         from mome_edge.runtime.onnx_engine import OnnxEngine
 
         engine = OnnxEngine(source, threads=self.threads, experts=self.experts, memory_budget_mb=self.memory_budget_mb)

@@ -169,6 +169,32 @@ def test_quantised_storage_parity_and_nodes(tmp_path: Path, kind: str, weights: 
                                reference_forward(dequantised, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
 
+# --- embedding lookups ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("mode", ["speed", "memory"])
+def test_fields_of_one_width_share_a_lookup(tmp_path: Path, weights: str, mode: str) -> None:
+    """9 categorical fields, one pruned away, widths alternating 4/3/4/...: two stacked lookups
+    whose fields interleave, so x0 is put back in field order by a column Gather."""
+    spec = make_spec(vocab_sizes=(5, 9, 3, 12, 4, 7, 6, 2, 8))
+    model = make_compiled("mome", spec=spec, seed=12)
+    widths = [t.shape[1] for t in model.embeddings]
+    assert len(widths) == 8 and len(set(widths)) == 2, "the factory's pruning must give two interleaved widths"
+    artifact = tmp_path / "model.mome"
+    write_artifact(artifact, model, weights=weights)
+    export_artifact(artifact, tmp_path / "model.onnx", simplify=False, mode=mode)
+    proto = onnx.load(tmp_path / "model.onnx")
+    tables = [n for n in proto.graph.node if n.op_type == "Gather" and "embedded" in n.output[0]]
+    assert len(tables) == 2, f"one table lookup per width, got {[n.output[0] for n in tables]}"
+    assert any(n.output[0].startswith("mome/x0_") and n.op_type == "Gather" for n in proto.graph.node)
+    dequantised = read_artifact(artifact).model
+    cat, num = sample_inputs(spec, 64, seed=13, invalid=True)  # out-of-range ids read each field's own OOV row
+    for session in SESSION_MODES:  # folded at load, and not folded (the stacked int8 tables decoded per call)
+        np.testing.assert_allclose(_onnx_probs(str(tmp_path / "model.onnx"), cat, num, model.tasks, session),
+                                   reference_forward(dequantised, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
+
+
 # --- out-of-vocabulary ids -------------------------------------------------------------------------
 
 
