@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Any, Mapping
 
 import numpy as np
+
+from mome_edge.sha256 import sha256_hex
+
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
@@ -19,7 +21,7 @@ def assemble_object(members: Mapping[str, str]) -> str:
 
 
 def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
+    return sha256_hex(text.encode("ascii"))
 
 
 def jsonable(obj: Any) -> Any:

@@ -29,7 +29,7 @@ from mome_edge.errors import DataError
 ROUTINGS = ("softmax", "fixed")
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class ExpertLayer:
     weight: np.ndarray  # float32 (out, in) shared [MoME] | (E, out, in) per expert [dense]
     masks: np.ndarray | None  # bool (E, out, in) [MoME] | None [dense]
@@ -63,7 +63,7 @@ class ExpertLayer:
         return np.maximum(y * self.scale[:, None, :] + self.shift[:, None, :], 0.0)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class Linear:
     """Per-task (or per-gate) affine maps stacked on a leading axis: y[t] = x[t] @ W[t]^T + b[t]."""
 
@@ -79,7 +79,7 @@ class Linear:
         return y + self.bias[:, None, :]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class PleLevel:
     """One CGC level: T*K task experts then S shared experts (single layer each)."""
 
@@ -90,7 +90,7 @@ class PleLevel:
     task_selection: np.ndarray  # int64 (T, K+S): experts mixed by each task's gate
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class CompiledModel:
     kind: str
     spec: FeatureSpec

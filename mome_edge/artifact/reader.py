@@ -8,7 +8,6 @@ No torch on this path: numpy, bitarray and safetensors only.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
@@ -43,11 +42,12 @@ from mome_edge.artifact.schema import (
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError, MomeError
 from mome_edge.onnx_contract import ONNX_SUFFIXES
+from mome_edge.sha256 import sha256_hex
 
 if TYPE_CHECKING:
     from pathlib import Path  # not at run time: pathlib costs ~5 ms of a device's cold start
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class LoadedArtifact:
     """An artifact as read from disk.
 
@@ -178,7 +178,7 @@ def _parse(data: bytes, index: dict[str, Any], header_len: int, source: str) -> 
         # alike: only the canonical bytes are the checksummed manifest.
         raise ArtifactError(f"{source}: manifest is not in canonical form (the file was modified); re-create it with `mome-edge compile`")
     payload = data[8 + header_len :]
-    if manifest.get("payload_sha256") != hashlib.sha256(payload).hexdigest():
+    if manifest.get("payload_sha256") != sha256_hex(payload):
         raise ArtifactError(f"{source}: payload checksum mismatch (tensor data was modified or corrupted); re-create it with `mome-edge compile`")
     try:
         return _interpret(data, index["tensors"], manifest, header_len, source)

@@ -20,7 +20,7 @@ from mome_edge.artifact.quantise import STORED_FLOAT, quantise
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ArtifactError
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # array fields: == is identity (an elementwise __eq__ could only raise)
 class _Tensor:
     array: np.ndarray
     component: str

@@ -10,7 +10,6 @@ in the header metadata, with checksums of itself and of the payload.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from mome_edge.artifact.schema import (
 )
 from mome_edge.atomic import atomic_write_bytes
 from mome_edge.errors import ArtifactError
+from mome_edge.sha256 import sha256_hex
 
 def write_artifact(path: str | Path, model: CompiledModel, *, weights: str = "fp32") -> int:
     """Write `model` to `path` atomically (temp file in the same folder, fsync, rename).
@@ -100,7 +100,7 @@ def artifact_bytes(model: CompiledModel, *, weights: str = "fp32") -> bytes:
         "weights": weights,
         "bit_order": BIT_ORDER,
         "tensors": table,
-        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "payload_sha256": sha256_hex(payload),
         "metadata": jsonable(dict(model.metadata)),
     }
     manifest["manifest_sha256"] = sha256_text(canonical_json(manifest))

@@ -4,7 +4,7 @@ The ONNX format has no checksum: a flipped bit in a weight or a mask loads and p
 wrong numbers silently. So the exporter writes ``metadata_props["mome.sha256"]`` = 64 ASCII
 zeros, serialises the model, hashes those bytes and writes the hex digest over the zeros
 (same length: no protobuf length changes). A reader finds that entry by its exact protobuf
-encoding, puts the zeros back and hashes again. Only hashlib is needed, so the on-device
+encoding, puts the zeros back and hashes again. Only a SHA-256 is needed (mome_edge.sha256), so the on-device
 runtime still imports no onnx package.
 
 ORT-format files (.ort) are rewritten by ONNX Runtime from a checked .onnx file and carry no
@@ -13,9 +13,8 @@ checksum of their own.
 
 from __future__ import annotations
 
-import hashlib
-
 from mome_edge.onnx_contract import META_SHA256
+from mome_edge.sha256 import sha256
 
 UNSIGNED = b"0" * 64
 SIGNED_SINCE_FORMAT = 2  # the mome-edge ONNX format version that introduced the checksum
@@ -28,7 +27,8 @@ _ORT_FORMAT_ID = b"ORTM"  # flatbuffer file identifier of ORT-format models, at 
 def _sha256_hex(data: bytes, start: int) -> bytes:
     """SHA-256 (hex, ASCII) of `data` with the 64 bytes at `start` read as zeros; no copy of `data`."""
     view = memoryview(data)
-    digest = hashlib.sha256(view[:start])
+    digest = sha256(len(view))
+    digest.update(view[:start])
     digest.update(UNSIGNED)
     digest.update(view[start + len(UNSIGNED):])
     return digest.hexdigest().encode("ascii")

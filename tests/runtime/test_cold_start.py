@@ -28,3 +28,55 @@ def test_zero_runs_is_refused(tiny_artifact) -> None:
 
     with pytest.raises(DataError, match="runs=0 must be >= 1"):
         measure_cold_start(Path(tiny_artifact("mome", "fp32")), runs=0)
+
+
+# --- what the load path imports ----------------------------------------------------------------------
+
+# stdlib modules that cost milliseconds to import and that the load path does without
+SLOW_IMPORTS = {"pathlib": "~5 ms: it imports urllib.parse", "hashlib": "~2.5 ms: it loads OpenSSL (mome_edge.sha256)"}
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Top-level packages imported when the module runs (`if TYPE_CHECKING:` blocks excluded)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        for inner in ast.walk(node) if isinstance(node, (ast.If, ast.Try)) else [node]:
+            if isinstance(inner, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in inner.names}
+            elif isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+                found.add(inner.module.split(".")[0])
+    return found
+
+
+@pytest.mark.parametrize("suffix", [".mome", ".onnx"])
+def test_the_load_path_imports_nothing_slow(tiny_artifact, tmp_path: Path, suffix: str) -> None:
+    """Every mome_edge module that loading a model and predicting one row runs imports none of
+    SLOW_IMPORTS at module level (the cold-start budget is 30 ms over numpy/onnxruntime)."""
+    import json
+    import subprocess
+    import sys
+
+    from mome_edge.runtime import Predictor
+    from mome_edge.runtime.golden import golden_rows
+
+    model = Path(tiny_artifact("mome", "fp32"))
+    if suffix == ".onnx":
+        from mome_edge.exporters.onnx_export import export_artifact
+
+        export_artifact(model, tmp_path / "model.onnx", simplify=False)
+        model = tmp_path / "model.onnx"
+    row = golden_rows(Predictor(model).spec, rows=1)[0]
+    code = (
+        "import json, sys\nimport mome_edge.runtime as runtime\n"
+        "runtime.Predictor(sys.argv[1]).predict_rows([json.loads(sys.argv[2])])\n"
+        "print(json.dumps({m: getattr(sys.modules[m], '__file__', None) for m in sys.modules if m.startswith('mome_edge')}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(model), json.dumps(row)], capture_output=True, text=True, check=True)
+    files = {name: Path(file) for name, file in json.loads(done.stdout).items() if file}
+    assert "mome_edge.runtime.predictor" in files
+    offenders = {name: sorted(_module_level_imports(file) & set(SLOW_IMPORTS)) for name, file in files.items()}
+    assert {name: found for name, found in offenders.items() if found} == {}, SLOW_IMPORTS
