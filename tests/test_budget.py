@@ -96,3 +96,35 @@ def test_compiled_size_does_not_depend_on_the_step_count(tmp_path, tiny_splits, 
         _, report = _train_and_compile(tmp_path / str(batch), tiny_splits, tiny_dataset_ref, tiny_model_config, train_config)
         sizes[batch] = report.file_bytes
     assert max(sizes.values()) / min(sizes.values()) <= STEP_INVARIANCE_RATIO, sizes
+
+
+@pytest.mark.parametrize("schedule, invariant", [("per-sample", True), ("per-step", False)])
+def test_an_epoch_moves_a_weak_gate_as_far_at_any_batch_size(schedule: str, invariant: bool) -> None:
+    """The mechanism behind step invariance, with the trainer's own optimizer and gate rate.
+
+    64 gates get a weak closing signal (mean 0.01 per row) buried in per-row noise (std 1), so a
+    batch of B rows gives mean 0.01 and noise 1/sqrt(B): the regime of the gates that decide the
+    size. One epoch of 200,000 rows at batch 256 and at batch 2048: with the per-sample rate the
+    gates move about as far (ratio <= STEP_INVARIANCE_RATIO); with the per-step rate (before
+    issue 11) Adam's normalised steps make the 8x more steps move them ~sqrt(8) x further,
+    which the tiny-data test above cannot show (its epochs are below the rate's cap)."""
+    import math
+
+    import torch
+
+    from mome_edge.config import TrainConfig
+    from mome_edge.train.gate_schedule import gate_step_rate
+
+    rows, moved = 200_000, {}
+    for batch in (256, 2048):
+        rate = gate_step_rate(TrainConfig(batch_size=batch, gate_schedule=schedule), rows)
+        gates = torch.zeros(64, requires_grad=True)
+        optimizer = torch.optim.Adam([gates], lr=rate)  # as train/loop.py builds it (default betas)
+        noise = torch.Generator().manual_seed(0)
+        for _ in range(rows // batch):
+            gates.grad = 0.01 + torch.randn(64, generator=noise) / math.sqrt(batch)  # (64,)
+            optimizer.step()
+        moved[batch] = float(-gates.detach().mean())
+    ratio = max(moved.values()) / min(moved.values())
+    assert min(moved.values()) > 0, moved
+    assert (ratio <= STEP_INVARIANCE_RATIO) is invariant, (schedule, moved, ratio)
