@@ -276,18 +276,23 @@ def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, sourc
 def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
     """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV).
 
-    The ids are checked once for all fields, (B, F). Fields with the same embedding width
-    share one stacked table and one row Gather: ids + each field's first row -> (B, F_g, k).
-    Per-field lookups cost 2 nodes per field: on census (26 fields) they were ~3 ms of
-    session start and ~0.02 ms of every batch-1 call, against ~0.5 ms / ~0.007 ms grouped.
-    Neuron masking leaves fields with different widths: widths shared by fewer than
-    STACK_MIN_FIELDS fields keep a lookup per field, and a column Gather puts x0 back in
-    field order when a stacked group's fields are not adjacent. (A
-    single flat table read element by element would need (B, d0) int64 index tensors:
-    8 bytes per embedding value per row, 40 MB of temporaries at batch 512 with 16 x 128.)
+    The ids are checked once for all fields, (B, F). Then the fewest row lookups:
+    - all fields in one: their tables zero-padded to the widest and stacked, when the padding
+      costs at most PAD_MAX_EXTRA_BYTES (fp32/fp16 tables; neuron masking leaves widths
+      1..k, and census's 26 fields pad by 3.4 KB): ids + each field's first row ->
+      (B, F, k_max), then a column Gather keeps x0's columns in field order;
+    - otherwise one lookup per width shared by at least STACK_MIN_FIELDS fields, and one per
+      remaining field (int8 tables have one scale per column and table: they stack per width
+      after Cast and Mul, folded at session start).
+    Per-field lookups cost 2 nodes per field, each run on every call: on census (26 fields)
+    ~3 ms of session start and ~0.02 ms of every batch-1 call, against ~0.5 ms / ~0.007 ms for
+    one lookup. (A single flat table read element by element would need (B, d0) int64 index
+    tensors: 8 bytes per embedding value per row, 40 MB of temporaries at batch 512 with
+    16 x 128.)
     """
     parts: list[str] = []
-    columns: list[np.ndarray] = []  # x0 column of each part's columns
+    columns: list[np.ndarray] = []  # per part: the x0 column of each of its columns (-1: padding)
+    d_embedded = 0
     if model.field_index:
         fields = b.i64("kept_fields", list(model.field_index))
         ids = b.op("Gather", [INPUT_CATEGORICAL, fields], stem="ids", axis=1)  # (B, F kept)
@@ -299,27 +304,26 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
         safe = b.op("Where", [ok, ids, b.i64("oov_id", 0)], stem="ids_or_oov")  # (B, F), in range
         dims = [int(t.shape[1]) for t in model.embeddings]
         starts = np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)  # x0 column where each field starts
-        for group in _lookup_groups(dims):
-            width = dims[group[0]]
-            if len(group) == 1:
-                (m,) = group
-                table = _stacked_table(b, model, source, group, width)  # (V_f, k_f)
-                column = b.op("Gather", [safe, b.i64(f"field{m}", m)], stem=f"ids_field{m}", axis=1)  # (B,)
-                parts.append(b.op("Gather", [table, column], stem=f"embedded{m}", axis=0))  # (B, k_f)
-            else:
-                table = _stacked_table(b, model, source, group, width)  # (sum of the group's V_f, k)
-                first_rows = np.concatenate([[0], np.cumsum([vocab[m] for m in group])[:-1]]).astype(np.int64)
-                if group == list(range(len(dims))):
-                    group_ids = safe  # (B, F)
-                else:
-                    group_ids = b.op("Gather", [safe, b.i64(f"fields_w{width}", group)], stem=f"ids_w{width}", axis=1)  # (B, F_g)
-                rows = b.op("Add", [group_ids, b.i64(f"first_row_w{width}", first_rows)], stem=f"rows_w{width}")  # (B, F_g)
-                looked_up = b.op("Gather", [table, rows], stem=f"embedded_w{width}", axis=0)  # (B, F_g, k)
-                parts.append(b.op("Reshape", [looked_up, b.i64("keep_batch", [0, len(group) * width])], stem=f"embedded_w{width}_flat"))
-            columns.append(np.concatenate([np.arange(starts[m], starts[m] + width) for m in group]))
         d_embedded = int(starts[-1])
-    else:
-        d_embedded = 0
+        padded = _padded_table(b, model, source)
+        for group in ([list(range(len(dims)))] if padded is not None else _lookup_groups(dims)):
+            width = max(dims[m] for m in group)
+            table = padded if padded is not None else _stacked_table(b, model, source, group, width)  # (sum V_f, width)
+            columns.append(np.concatenate([
+                np.concatenate([np.arange(starts[m], starts[m] + dims[m]), np.full(width - dims[m], -1)]) for m in group
+            ]))
+            if len(group) == 1:
+                column = b.op("Gather", [safe, b.i64(f"field{group[0]}", group[0])], stem=f"ids_field{group[0]}", axis=1)  # (B,)
+                parts.append(b.op("Gather", [table, column], stem=f"embedded{group[0]}", axis=0))  # (B, k_f)
+                continue
+            first_rows = np.concatenate([[0], np.cumsum([vocab[m] for m in group])[:-1]]).astype(np.int64)
+            if group == list(range(len(dims))):
+                group_ids = safe  # (B, F)
+            else:
+                group_ids = b.op("Gather", [safe, b.i64(f"fields_w{width}", group)], stem=f"ids_w{width}", axis=1)  # (B, F_g)
+            rows = b.op("Add", [group_ids, b.i64(f"first_row_w{width}", first_rows)], stem=f"rows_w{width}")  # (B, F_g)
+            looked_up = b.op("Gather", [table, rows], stem=f"embedded_w{width}", axis=0)  # (B, F_g, width)
+            parts.append(b.op("Reshape", [looked_up, b.i64("keep_batch", [0, len(group) * width])], stem=f"embedded_w{width}_flat"))
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
@@ -329,14 +333,35 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
         columns.append(np.arange(d_embedded, d_embedded + len(keep)))
     if not parts:
         raise ConfigError("the compiled model reads no input feature; it cannot be exported")
-    x = b.op("Identity", parts, stem="x0") if len(parts) == 1 else b.op("Concat", parts, stem="x0_grouped", axis=1)  # (B, d0)
-    order = np.concatenate(columns)  # x0 column held by each column of x
-    if np.array_equal(order, np.arange(len(order))):
+    x = b.op("Identity", parts, stem="x0") if len(parts) == 1 else b.op("Concat", parts, stem="x0_grouped", axis=1)  # (B, d0 + padding)
+    held = np.concatenate(columns)  # x0 column held by each column of x (-1: padding)
+    if np.array_equal(held, np.arange(len(held))):
         return x
-    return b.op("Gather", [x, b.i64("x0_field_order", np.argsort(order))], stem="x0", axis=1)  # (B, d0) in field order
+    where = np.empty(int(held.max()) + 1, dtype=np.int64)
+    where[held[held >= 0]] = np.flatnonzero(held >= 0)  # x0 column -> its column of x
+    return b.op("Gather", [x, b.i64("x0_columns", where)], stem="x0", axis=1)  # (B, d0) in field order
 
 
+PAD_MAX_EXTRA_BYTES = 64 * 1024  # zero padding worth one lookup for all fields (census: 3.4 KB)
 STACK_MIN_FIELDS = 3  # a stacked lookup is 4 nodes (select ids, add first rows, Gather, Reshape); a field alone is 2
+
+
+def _padded_table(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str | None:
+    """Every field's table zero-padded to the widest and stacked row-wise, stored in the tables'
+    own format (fp32 or fp16), or None: int8 or mixed formats, or padding above PAD_MAX_EXTRA_BYTES."""
+    stored = [_stored(source, f"embeddings.{m}", table) for m, table in enumerate(model.embeddings)]
+    formats = {s.storage for s in stored}
+    if len(stored) < 2 or len(formats) != 1 or formats == {"int8"}:
+        return None
+    width = max(int(s.data.shape[1]) for s in stored)
+    extra = sum(int(s.data.shape[0]) * (width - int(s.data.shape[1])) for s in stored) * stored[0].data.itemsize
+    if extra > PAD_MAX_EXTRA_BYTES:
+        return None
+    data = np.concatenate([np.pad(s.data, ((0, 0), (0, width - s.data.shape[1]))) for s in stored], axis=0)  # (sum V_f, width)
+    table = _decode(b, "embeddings_padded", StoredTensor(data=data))
+    if formats != {"fp32"}:
+        b.info.decode_shapes[table] = tuple(data.shape)
+    return table
 
 
 def _lookup_groups(dims: list[int]) -> list[list[int]]:

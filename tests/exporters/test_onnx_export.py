@@ -17,7 +17,7 @@ from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.compiled import reference_forward
 from mome_edge.encoding import FeatureSpec
 from mome_edge.errors import ConfigError, ParityError
-from mome_edge.exporters import onnx_export
+from mome_edge.exporters import onnx_export, onnx_graph
 from mome_edge.exporters.onnx_export import (
     PARITY_ATOL_FP32,
     SIMPLIFY_GROWTH_BYTES,
@@ -174,23 +174,29 @@ def test_quantised_storage_parity_and_nodes(tmp_path: Path, kind: str, weights: 
 
 @pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("mode", ["speed", "memory"])
-def test_fields_of_one_width_share_a_lookup(tmp_path: Path, weights: str, mode: str) -> None:
-    """9 categorical fields, one pruned away, widths alternating 4/3/4/...: two stacked lookups
-    whose fields interleave, so x0 is put back in field order by a column Gather."""
-    spec = make_spec(vocab_sizes=(5, 9, 3, 12, 4, 7, 6, 2, 8))
+@pytest.mark.parametrize("vocab", [9, 20_000])
+def test_embedding_lookups_are_few_and_exact(tmp_path: Path, weights: str, mode: str, vocab: int) -> None:
+    """9 categorical fields, one pruned away, widths alternating 4/3/4/...: fp32/fp16 tables are
+    padded to width 4 and read by one lookup when the padding is small (vocab 9); otherwise
+    (int8, or vocab 20,000 in two narrow fields: padding above PAD_MAX_EXTRA_BYTES) one lookup per width, whose fields
+    interleave. Either way x0 is put back in field order by a column Gather, exactly."""
+    spec = make_spec(vocab_sizes=(9, 9, vocab, 3, vocab, 7, 6, 2, 8))  # fields 2 and 4 are narrow ones
     model = make_compiled("mome", spec=spec, seed=12)
     widths = [t.shape[1] for t in model.embeddings]
     assert len(widths) == 8 and len(set(widths)) == 2, "the factory's pruning must give two interleaved widths"
+    padding = sum(t.shape[0] * (max(widths) - t.shape[1]) for t in model.embeddings) * (2 if weights == "fp16" else 4)
+    padded = weights != "int8" and padding <= onnx_graph.PAD_MAX_EXTRA_BYTES
+    assert padded == (vocab == 9 and weights != "int8")
     artifact = tmp_path / "model.mome"
     write_artifact(artifact, model, weights=weights)
     export_artifact(artifact, tmp_path / "model.onnx", simplify=False, mode=mode)
     proto = onnx.load(tmp_path / "model.onnx")
-    tables = [n for n in proto.graph.node if n.op_type == "Gather" and "embedded" in n.output[0]]
-    assert len(tables) == 2, f"one table lookup per width, got {[n.output[0] for n in tables]}"
+    lookups = [n for n in proto.graph.node if n.op_type == "Gather" and "embedded" in n.output[0]]
+    assert len(lookups) == (1 if padded else 2), [n.output[0] for n in lookups]
     assert any(n.output[0].startswith("mome/x0_") and n.op_type == "Gather" for n in proto.graph.node)
     dequantised = read_artifact(artifact).model
     cat, num = sample_inputs(spec, 64, seed=13, invalid=True)  # out-of-range ids read each field's own OOV row
-    for session in SESSION_MODES:  # folded at load, and not folded (the stacked int8 tables decoded per call)
+    for session in SESSION_MODES:  # folded at load, and not folded (stacked int8 tables decoded per call)
         np.testing.assert_allclose(_onnx_probs(str(tmp_path / "model.onnx"), cat, num, model.tasks, session),
                                    reference_forward(dequantised, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
