@@ -54,15 +54,16 @@ def floor_of(path: str | Path) -> str:
     return "numpy+onnxruntime" if Path(path).suffix.lower() in ONNX_SUFFIXES else "numpy"
 
 
-def _timed(argv: list[str]) -> tuple[float, str]:
-    """(ms from just before the process starts to the moment it reports, its stdout)."""
+def _timed(argv: list[str]) -> tuple[float, float, str]:
+    """(ms from just before the process starts to the moment it reports, ms to its exit, its stdout)."""
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True)
+    exited = time.perf_counter()
     if done.returncode != 0:
         raise DataError(f"a cold-start process failed ({done.stderr.strip().splitlines()[-1:]}); run it by hand: {' '.join(argv[:3])} ...")
     last = json.loads(done.stdout.strip().splitlines()[-1])
     reported = last["done"] if isinstance(last, dict) else float(last)
-    return 1e3 * (reported - start), done.stdout
+    return 1e3 * (reported - start), 1e3 * (exited - start), done.stdout
 
 
 def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None, runs: int = DEFAULT_RUNS,
@@ -71,8 +72,10 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
 
     Returns:
         {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms",
-         "load_ms", "first_prediction_ms"}: medians in milliseconds (over_floor_ms is the
-        median of the paired differences).
+         "load_ms", "first_prediction_ms", "process_ms", "process_over_floor_ms"}: medians in
+        milliseconds (the over-floor figures are medians of the paired differences);
+        process_* time the whole processes, exit included, for comparison with measurements
+        that time the process.
     """
     if runs < 1:
         raise DataError(f"runs={runs} must be >= 1")
@@ -82,12 +85,14 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
 
         row = golden_rows(Predictor(path).spec, rows=3)[-1]  # a typical row: known categories, finite numbers
     floor = floor_of(path)
-    walls, floors, phases = [], [], []
+    walls, floors, phases, whole, whole_floors = [], [], [], [], []
     for _ in range(runs):
-        floor_ms, _ = _timed([python, "-c", _FLOOR_CHILD.format(imports=_FLOORS[floor])])
-        wall_ms, out = _timed([python, "-c", _CHILD, str(path), json.dumps(row)])
+        floor_ms, floor_exit_ms, _ = _timed([python, "-c", _FLOOR_CHILD.format(imports=_FLOORS[floor])])
+        wall_ms, exit_ms, out = _timed([python, "-c", _CHILD, str(path), json.dumps(row)])
         floors.append(floor_ms)
         walls.append(wall_ms)
+        whole_floors.append(floor_exit_ms)
+        whole.append(exit_ms)
         phases.append(json.loads(out.strip().splitlines()[-1]))
     return {
         "model": str(path),
@@ -97,4 +102,6 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
         "floor_ms": statistics.median(floors),
         "over_floor_ms": statistics.median(w - f for w, f in zip(walls, floors)),
         **{key: statistics.median(p[key] for p in phases) for key in ("import_ms", "load_ms", "first_prediction_ms")},
+        "process_ms": statistics.median(whole),
+        "process_over_floor_ms": statistics.median(w - f for w, f in zip(whole, whole_floors)),
     }

@@ -8,7 +8,8 @@ import pytest
 
 from mome_edge.runtime.cold_start import floor_of, measure_cold_start
 
-KEYS = {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms", "load_ms", "first_prediction_ms"}
+KEYS = {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms", "load_ms", "first_prediction_ms",
+        "process_ms", "process_over_floor_ms"}
 
 
 def test_floor_follows_the_file_type() -> None:
@@ -21,6 +22,7 @@ def test_a_measurement_runs_fresh_processes_and_reports_every_phase(tiny_artifac
     assert set(result) == KEYS and result["runs"] == 1 and result["floor"] == "numpy"
     assert result["cold_start_ms"] > result["import_ms"] > 0
     assert result["load_ms"] > 0 and result["first_prediction_ms"] > 0
+    assert result["process_ms"] >= result["cold_start_ms"]  # the process exits after its first prediction
 
 
 def test_zero_runs_is_refused(tiny_artifact) -> None:
