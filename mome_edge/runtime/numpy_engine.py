@@ -17,14 +17,17 @@ same way in both modes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, trunk_forward
 from mome_edge.errors import ConfigError
-from mome_edge.runtime.cache import CacheStats
 from mome_edge.artifact.masks import BIT_ORDER
 from mome_edge.onnx_contract import EXPERT_MODES
 
+if TYPE_CHECKING:
+    from mome_edge.runtime.cache import CacheStats
 
 
 class _DenseLayer:
@@ -196,6 +199,8 @@ class NumpyEngine:
     def cache_stats(self) -> CacheStats:
         """The resident subset in the shape of the former LRU's statistics (entries = resident experts,
         misses = rebuilds, uncacheable = experts outside the subset, no evictions)."""
+        from mome_edge.runtime.cache import CacheStats  # statistics only: not on the load path
+
         layers = [layer for layer in self._layers if isinstance(layer, _OnDemandLayer)]
         return CacheStats(
             capacity_bytes=self.budget.capacity_bytes, bytes=self.budget.used_bytes, peak_bytes=self.budget.used_bytes,
