@@ -312,18 +312,7 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
             columns.append(np.concatenate([
                 np.concatenate([np.arange(starts[m], starts[m] + dims[m]), np.full(width - dims[m], -1)]) for m in group
             ]))
-            if len(group) == 1:
-                column = b.op("Gather", [safe, b.i64(f"field{group[0]}", group[0])], stem=f"ids_field{group[0]}", axis=1)  # (B,)
-                parts.append(b.op("Gather", [table, column], stem=f"embedded{group[0]}", axis=0))  # (B, k_f)
-                continue
-            first_rows = np.concatenate([[0], np.cumsum([vocab[m] for m in group])[:-1]]).astype(np.int64)
-            if group == list(range(len(dims))):
-                group_ids = safe  # (B, F)
-            else:
-                group_ids = b.op("Gather", [safe, b.i64(f"fields_w{width}", group)], stem=f"ids_w{width}", axis=1)  # (B, F_g)
-            rows = b.op("Add", [group_ids, b.i64(f"first_row_w{width}", first_rows)], stem=f"rows_w{width}")  # (B, F_g)
-            looked_up = b.op("Gather", [table, rows], stem=f"embedded_w{width}", axis=0)  # (B, F_g, width)
-            parts.append(b.op("Reshape", [looked_up, b.i64("keep_batch", [0, len(group) * width])], stem=f"embedded_w{width}_flat"))
+            parts.append(_lookup(b, safe, table, group, width, [vocab[m] for m in group], all_fields=len(group) == len(dims)))
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
@@ -340,6 +329,18 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     where = np.empty(int(held.max()) + 1, dtype=np.int64)
     where[held[held >= 0]] = np.flatnonzero(held >= 0)  # x0 column -> its column of x
     return b.op("Gather", [x, b.i64("x0_columns", where)], stem="x0", axis=1)  # (B, d0) in field order
+
+
+def _lookup(b: _Builder, safe: str, table: str, group: list[int], width: int, vocab: list[int], *, all_fields: bool) -> str:
+    """The embeddings of `group`'s fields, (B, len(group) * width), from their stacked table."""
+    if len(group) == 1:  # 2 nodes: the field's ids, its rows
+        column = b.op("Gather", [safe, b.i64(f"field{group[0]}", group[0])], stem=f"ids_field{group[0]}", axis=1)  # (B,)
+        return b.op("Gather", [table, column], stem=f"embedded{group[0]}", axis=0)  # (B, k_f)
+    first_rows = np.concatenate([[0], np.cumsum(vocab)[:-1]]).astype(np.int64)  # each field's first row in the table
+    group_ids = safe if all_fields else b.op("Gather", [safe, b.i64(f"fields_w{width}", group)], stem=f"ids_w{width}", axis=1)  # (B, F_g)
+    rows = b.op("Add", [group_ids, b.i64(f"first_row_w{width}", first_rows)], stem=f"rows_w{width}")  # (B, F_g)
+    looked_up = b.op("Gather", [table, rows], stem=f"embedded_w{width}", axis=0)  # (B, F_g, width)
+    return b.op("Reshape", [looked_up, b.i64("keep_batch", [0, len(group) * width])], stem=f"embedded_w{width}_flat")
 
 
 PAD_MAX_EXTRA_BYTES = 64 * 1024  # zero padding worth one lookup for all fields (census: 3.4 KB)
