@@ -284,9 +284,10 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     - otherwise one lookup per width shared by at least STACK_MIN_FIELDS fields, and one per
       remaining field (int8 tables have one scale per column and table: they stack per width
       after Cast and Mul, folded at session start).
-    Per-field lookups cost 2 nodes per field, each run on every call: on census (26 fields)
-    ~3 ms of session start and ~0.02 ms of every batch-1 call, against ~0.5 ms / ~0.007 ms for
-    one lookup. (A single flat table read element by element would need (B, d0) int64 index
+    Per-field lookups cost 2 nodes per field, each run on every call: a graph of 26 fields'
+    lookups alone took ~3 ms to start a session and ~0.02 ms per batch-1 call, against
+    ~0.5 ms / ~0.007 ms for one lookup (measured by hand with onnxruntime 1.32 on this
+    2-CPU machine; the census speed file's batch-1 p50 fell from 0.14 to 0.11 ms). (A single flat table read element by element would need (B, d0) int64 index
     tensors: 8 bytes per embedding value per row, 40 MB of temporaries at batch 512 with
     16 x 128.)
     """
