@@ -36,7 +36,13 @@ class _DenseLayer:
     def __init__(self, layer: ExpertLayer, first: bool) -> None:
         e_count, out_dim = layer.scale.shape
         with np.errstate(over="ignore", invalid="ignore"):  # extreme weights overflow; Predictor reports it once, as a DataError
-            dense = layer.expert_weights().astype(np.float32) * layer.scale[:, :, None]  # (E, out, in)
+            # one pass to build and one to scale, in place: each temporary of the census model's
+            # first layer is ~1 MiB of fresh pages, and page faults are most of a cold build
+            if layer.masks is None:
+                dense = np.array(layer.weight, dtype=np.float32)  # (E, out, in), a copy
+            else:
+                dense = np.multiply(layer.masks, layer.weight[None, :, :], dtype=np.float32)  # (E, out, in); m * w is exact
+            dense *= layer.scale[:, :, None]
         in_dim = dense.shape[2]
         self.first = first
         self.index = layer.input_index
