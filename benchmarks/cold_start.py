@@ -1,6 +1,10 @@
 """Cold start as a device pays it: process start -> import -> load -> first prediction.
 
-    python benchmarks/cold_start.py MODEL.mome MODEL.onnx [...] [--runs 7]
+    python benchmarks/cold_start.py MODEL.mome MODEL.onnx [...] [--runs 7] [--realtime]
+
+(the census models: `python benchmarks/deploy.py --work DIR --sizes census` writes them under
+DIR/census/). On a shared machine, --realtime runs the measured processes under SCHED_FIFO so
+that other jobs cannot preempt them; the results record which way they were taken.
 
 The measuring interpreter is a fresh venv with the device install of this checkout (`pip install
 .`, no extras, so mome_edge is byte-compiled as on a device, not an editable source tree), built
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -44,7 +49,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rebuild-venv", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "cold_start")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run the measured processes (and their floors) under SCHED_FIFO (`chrt -f 50`, needs root): "
+                             "other work on a shared machine then cannot preempt them")
     args = parser.parse_args()
+    if args.realtime and shutil.which("chrt") is None:
+        sys.exit("error: --realtime needs the chrt command (util-linux); install it or drop --realtime")
     python = device_python(args.rebuild_venv)
     code = (
         "import json, sys\n"
@@ -53,7 +63,10 @@ def main() -> None:
     )
     print(f"measuring {len(args.models)} model(s), {args.runs} fresh processes each ...", file=sys.stderr)
     load_before = os.getloadavg()[0]  # timing is only as good as the machine is idle: recorded with the results
-    done = subprocess.run([str(python), "-c", code, *map(str, args.models)], capture_output=True, text=True, check=True)
+    prefix = ["chrt", "-f", "50"] if args.realtime else []  # children inherit the policy
+    done = subprocess.run([*prefix, str(python), "-c", code, *map(str, args.models)], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: the measurement failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     rows = json.loads(done.stdout)
     for row in rows:
         row["file_bytes"] = Path(row["model"]).stat().st_size
@@ -61,7 +74,8 @@ def main() -> None:
     load_after = os.getloadavg()[0]
     lines = [
         f"Cold start (median of {args.runs} fresh processes; device install in a fresh venv; floor = a process that only imports the model's runtime dependencies; "
-        f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs)",
+        f"1-minute load average {load_before:.2f} before, {load_after:.2f} after, on {os.cpu_count()} CPUs"
+        f"{'; measured processes under SCHED_FIFO (chrt -f 50)' if args.realtime else ''})",
         "",
         f"| model | bytes | cold start ms | floor | floor ms | over floor ms | within {TARGET_OVER_FLOOR_MS:.0f} ms | import ms | load ms | first prediction ms | whole process over floor ms |",
         "|---|---:|---:|---|---:|---:|---|---:|---:|---:|---:|",
@@ -76,7 +90,7 @@ def main() -> None:
                  "(cold start - floor) differences; the whole-process column also counts the exit (an ONNX Runtime session's "
                  "teardown), which an app does not wait for.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out.with_suffix(".json"), json.dumps({"runs": args.runs, "load_average": [load_before, load_after], "results": rows}, indent=2) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps({"runs": args.runs, "realtime": args.realtime, "load_average": [load_before, load_after], "results": rows}, indent=2) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
