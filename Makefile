@@ -32,6 +32,16 @@ bench-throughput: setup
 bench-scale: setup
 	$(BIN)/python benchmarks/scale.py
 
+# Cold start of the census models (issue 10): the deploy benchmark's census models (trained
+# once under COLD_START_WORK), then cold_start.py in a fresh device venv. COLD_START_FLAGS=--realtime
+# on a shared machine (SCHED_FIFO, needs root).
+COLD_START_WORK ?= build/deploy-work
+COLD_START_FLAGS ?=
+bench-cold-start: setup
+	$(BIN)/python benchmarks/deploy.py --work $(COLD_START_WORK) --sizes census --runs 5 --out $(COLD_START_WORK)/results
+	$(BIN)/python benchmarks/cold_start.py $(COLD_START_WORK)/census/mome-fp32.mome $(COLD_START_WORK)/census/mome-speed.onnx \
+		$(COLD_START_WORK)/census/mome-memory.onnx $(COLD_START_WORK)/census/mmoe-fp32.onnx $(COLD_START_FLAGS)
+
 # The device install on an arm64 Debian userland under qemu-user, predictions equal to x86_64's
 # (scripts/check_arm64.py; installs qemu-user-static and builds ~/.cache/mome-edge-arm64 once,
 # as root). Without ARM64_MODELS it trains a tiny census model (needs MOME_DATA_DIR or
