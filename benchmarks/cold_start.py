@@ -54,7 +54,10 @@ def main() -> None:
                              "other work on a shared machine then cannot preempt them")
     args = parser.parse_args()
     if args.realtime and shutil.which("chrt") is None:
-        sys.exit("error: --realtime needs the chrt command (util-linux); install it or drop --realtime")
+        _fail("--realtime needs the chrt command (util-linux); install it or drop --realtime")
+    missing = [str(m) for m in args.models if not m.is_file()]
+    if missing:
+        _fail(f"no model file {missing[0]}; make them with `python benchmarks/deploy.py --work DIR --sizes census`")
     python = device_python(args.rebuild_venv)
     code = (
         "import json, sys\n"
@@ -64,10 +67,14 @@ def main() -> None:
     print(f"measuring {len(args.models)} model(s), {args.runs} fresh processes each ...", file=sys.stderr)
     load_before = os.getloadavg()[0]  # timing is only as good as the machine is idle: recorded with the results
     prefix = ["chrt", "-f", "50"] if args.realtime else []  # children inherit the policy
-    done = subprocess.run([*prefix, str(python), "-c", code, *map(str, args.models)], capture_output=True, text=True)
+    models = [str(m.resolve()) for m in args.models]
+    done = subprocess.run([*prefix, str(python), "-I", "-c", code, *models], capture_output=True, text=True)
     if done.returncode != 0:
-        sys.exit(f"error: the measurement failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
+        _fail(f"the measurement failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     rows = json.loads(done.stdout)
+    timed = {row["package"] for row in rows}
+    if any(not p.startswith(str(VENV)) for p in timed):  # a source tree is not what a device runs
+        _fail(f"timed mome_edge from {sorted(timed)}, not the device install under {VENV}")
     for row in rows:
         row["file_bytes"] = Path(row["model"]).stat().st_size
         row["within_target"] = row["over_floor_ms"] <= TARGET_OVER_FLOOR_MS
@@ -93,6 +100,11 @@ def main() -> None:
     atomic_write_text(args.out.with_suffix(".json"), json.dumps({"runs": args.runs, "realtime": args.realtime, "load_average": [load_before, load_after], "results": rows}, indent=2) + "\n")
     atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _fail(problem: str) -> None:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -278,16 +278,14 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
 
     The ids are checked once for all fields, (B, F). Then the fewest row lookups:
     - all fields in one: their tables zero-padded to the widest and stacked, when the padding
-      costs at most PAD_MAX_EXTRA_BYTES (fp32/fp16 tables; neuron masking leaves widths
-      1..k, and census's 26 fields pad by 3.4 KB): ids + each field's first row ->
+      costs at most PAD_MAX_SHARE of the model's bytes (fp32/fp16 tables; neuron masking
+      leaves widths 1..k, and census's 26 fields pad by 3.4 KB): ids + each field's first row ->
       (B, F, k_max), then a column Gather keeps x0's columns in field order;
     - otherwise one lookup per width shared by at least STACK_MIN_FIELDS fields, and one per
       remaining field (int8 tables have one scale per column and table: they stack per width
       after Cast and Mul, folded at session start).
-    Per-field lookups cost 2 nodes per field, each run on every call: a graph of 26 fields'
-    lookups alone took ~3 ms to start a session and ~0.02 ms per batch-1 call, against
-    ~0.5 ms / ~0.007 ms for one lookup (measured by hand with onnxruntime 1.32 on this
-    2-CPU machine; the census speed file's batch-1 p50 fell from 0.14 to 0.11 ms). (A single flat table read element by element would need (B, d0) int64 index
+    Per-field lookups cost 2 nodes per field, each set up at session start and run on every
+    call: at batch 1 on census, node overhead is most of the latency. (A single flat table read element by element would need (B, d0) int64 index
     tensors: 8 bytes per embedding value per row, 40 MB of temporaries at batch 512 with
     16 x 128.)
     """
@@ -307,13 +305,13 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
         starts = np.concatenate([[0], np.cumsum(dims)]).astype(np.int64)  # x0 column where each field starts
         d_embedded = int(starts[-1])
         padded = _padded_table(b, model, source)
-        for group in ([list(range(len(dims)))] if padded is not None else _lookup_groups(dims)):
+        for group in ([[m for m in range(len(dims)) if dims[m]]] if padded is not None else _lookup_groups(dims)):
             width = max(dims[m] for m in group)
             table = padded if padded is not None else _stacked_table(b, model, source, group, width)  # (sum V_f, width)
             columns.append(np.concatenate([
                 np.concatenate([np.arange(starts[m], starts[m] + dims[m]), np.full(width - dims[m], -1)]) for m in group
             ]))
-            parts.append(_lookup(b, safe, table, group, width, [vocab[m] for m in group], all_fields=len(group) == len(dims)))
+            parts.append(_lookup(b, safe, table, group, width, [vocab[m] for m in group], all_fields=group == list(range(len(dims)))))
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
@@ -344,20 +342,24 @@ def _lookup(b: _Builder, safe: str, table: str, group: list[int], width: int, vo
     return b.op("Reshape", [looked_up, b.i64("keep_batch", [0, len(group) * width])], stem=f"embedded_w{width}_flat")
 
 
-PAD_MAX_EXTRA_BYTES = 64 * 1024  # zero padding worth one lookup for all fields (census: 3.4 KB)
+# Zero padding that buys one lookup for all fields, as a share of the model's stored bytes: it is
+# downloaded with the file (census: 3.4 KB of a ~230 KB model, 1.5 %); a small budget model
+# (1/40 of census's MMoE is ~80 KB) keeps its lookups per width instead.
+PAD_MAX_SHARE = 0.02
 STACK_MIN_FIELDS = 3  # a stacked lookup is 4 nodes (select ids, add first rows, Gather, Reshape); a field alone is 2
 
 
 def _padded_table(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str | None:
-    """Every field's table zero-padded to the widest and stacked row-wise, stored in the tables'
-    own format (fp32 or fp16), or None: int8 or mixed formats, or padding above PAD_MAX_EXTRA_BYTES."""
-    stored = [_stored(source, f"embeddings.{m}", table) for m, table in enumerate(model.embeddings)]
+    """Every field's table (width 0 ones left out) zero-padded to the widest and stacked
+    row-wise, stored in the tables' own format (fp32 or fp16), or None: int8 or mixed formats,
+    fewer than 2 fields, or padding above PAD_MAX_SHARE of the model's stored bytes."""
+    stored = [_stored(source, f"embeddings.{m}", table) for m, table in enumerate(model.embeddings) if table.shape[1]]
     formats = {s.storage for s in stored}
     if len(stored) < 2 or len(formats) != 1 or formats == {"int8"}:
         return None
     width = max(int(s.data.shape[1]) for s in stored)
     extra = sum(int(s.data.shape[0]) * (width - int(s.data.shape[1])) for s in stored) * stored[0].data.itemsize
-    if extra > PAD_MAX_EXTRA_BYTES:
+    if extra > PAD_MAX_SHARE * _stored_bytes(model, source):
         return None
     data = np.concatenate([np.pad(s.data, ((0, 0), (0, width - s.data.shape[1]))) for s in stored], axis=0)  # (sum V_f, width)
     table = _decode(b, "embeddings_padded", StoredTensor(data=data))
@@ -366,12 +368,32 @@ def _padded_table(b: _Builder, model: CompiledModel, source: WeightSource | None
     return table
 
 
+def _stored_bytes(model: CompiledModel, source: WeightSource | None) -> int:
+    """An estimate of the model file's bytes for PAD_MAX_SHARE: embeddings, layers, towers and
+    gates as stored (fp16/int8 when the source says so, else float32), one bit per mask entry.
+    (It counts a MoME base weight whole, where the file keeps only the entries experts use:
+    census 409 KB against a 229 KB file.)"""
+    def stored(key: str, array: np.ndarray) -> int:
+        held = None if source is None else source.get(key)
+        return int(np.asarray(array).nbytes if held is None else held.data.nbytes)
+
+    total = sum(stored(f"embeddings.{j}", t) for j, t in enumerate(model.embeddings))
+    for i, layer in enumerate(model.layers):
+        total += stored(f"layers.{i}.weight", layer.weight)
+        total += 0 if layer.masks is None else layer.masks.size // 8
+    total += sum(stored(f"towers.{i}.weight", t.weight) for i, t in enumerate(model.towers))
+    if model.gates is not None:
+        total += stored("gates.weight", model.gates.weight)
+    return total
+
+
 def _lookup_groups(dims: list[int]) -> list[list[int]]:
     """The kept fields (positions) looked up together: those of one width when there are at least
     STACK_MIN_FIELDS of them, every other field alone; ordered by their first field."""
     by_width: dict[int, list[int]] = {}
     for position, width in enumerate(dims):
         by_width.setdefault(width, []).append(position)
+    by_width.pop(0, None)  # a field of width 0 owns no x0 column: nothing to read
     groups = [g for g in by_width.values() if len(g) >= STACK_MIN_FIELDS]
     groups += [[m] for g in by_width.values() if len(g) < STACK_MIN_FIELDS for m in g]
     return sorted(groups, key=lambda g: g[0])

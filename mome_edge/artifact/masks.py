@@ -59,6 +59,8 @@ def from_bitarray(bits: bitarray, shape: tuple[int, int]) -> np.ndarray:
     n_bits = int(shape[0]) * int(shape[1])
     if len(bits) != n_bits:  # unpackbits would pad a short bitset with zeros instead of failing
         raise ArtifactError(f"a mask has {len(bits)} bits, expected {n_bits} for {shape[0]}x{shape[1]}; re-create the artifact")
+    if bits.endian != BIT_ORDER:  # its bytes are read in BIT_ORDER below
+        raise ArtifactError(f"a mask bitset is {bits.endian}-endian, expected {BIT_ORDER}; re-create the artifact")
     return _unpack(bits.tobytes(), shape)
 
 

@@ -6,7 +6,9 @@ interpreter that only imports what that path cannot avoid: numpy for a `.mome`, 
 onnxruntime for a `.onnx`/`.ort`. Cold start and floor processes alternate, so that a burst of
 load on the machine hits both; medians are reported.
 
-Both are timed from just before the parent starts the process to the child's last step (the
+The children run isolated (`python -I`): `python -c` would otherwise put the current folder
+first on sys.path, and run from a checkout it would time the source tree (recompiled on every
+start when bytecode writing is off) instead of the installed package. Both are timed from just before the parent starts the process to the child's last step (the
 first prediction done; the floor's imports done), on the monotonic clock that every process of
 the machine shares (`time.perf_counter` is CLOCK_MONOTONIC on Linux). Process exit is not part
 of a cold start: an app keeps running after its first prediction, and tearing down an ONNX
@@ -19,6 +21,7 @@ caller), so the device install can run it.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -43,7 +46,8 @@ t2 = time.perf_counter()
 probs = predictor.predict_rows([json.loads(sys.argv[2])])
 t3 = time.perf_counter()
 assert all(0.0 <= float(p[0]) <= 1.0 for p in probs.values())
-print(json.dumps({"import_ms": 1e3 * (t1 - t0), "load_ms": 1e3 * (t2 - t1), "first_prediction_ms": 1e3 * (t3 - t2), "done": t3}))
+print(json.dumps({"import_ms": 1e3 * (t1 - t0), "load_ms": 1e3 * (t2 - t1), "first_prediction_ms": 1e3 * (t3 - t2), "done": t3,
+                  "package": runtime.__file__}))
 """
 _FLOORS = {"numpy": "import numpy", "numpy+onnxruntime": "import numpy, onnxruntime"}
 _FLOOR_CHILD = "{imports}\nimport time\nprint(time.perf_counter())"  # time is built in: nothing to import
@@ -72,7 +76,7 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
 
     Returns:
         {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms",
-         "load_ms", "first_prediction_ms", "process_ms", "process_over_floor_ms"}: medians in
+         "load_ms", "first_prediction_ms", "process_ms", "process_over_floor_ms", "package"}: medians in
         milliseconds (the over-floor figures are medians of the paired differences);
         process_* time the whole processes, exit included, for comparison with measurements
         that time the process.
@@ -85,15 +89,16 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
 
         row = golden_rows(Predictor(path).spec, rows=3)[-1]  # a typical row: known categories, finite numbers
     floor = floor_of(path)
-    walls, floors, phases, whole, whole_floors = [], [], [], [], []
+    walls, floors, phases, whole, whole_floors, packages = [], [], [], [], [], set()
     for _ in range(runs):
-        floor_ms, floor_exit_ms, _ = _timed([python, "-c", _FLOOR_CHILD.format(imports=_FLOORS[floor])])
-        wall_ms, exit_ms, out = _timed([python, "-c", _CHILD, str(path), json.dumps(row)])
+        floor_ms, floor_exit_ms, _ = _timed([python, "-I", "-c", _FLOOR_CHILD.format(imports=_FLOORS[floor])])
+        wall_ms, exit_ms, out = _timed([python, "-I", "-c", _CHILD, str(os.path.abspath(path)), json.dumps(row)])
         floors.append(floor_ms)
         walls.append(wall_ms)
         whole_floors.append(floor_exit_ms)
         whole.append(exit_ms)
         phases.append(json.loads(out.strip().splitlines()[-1]))
+        packages.add(os.path.dirname(os.path.dirname(phases[-1]["package"])))
     return {
         "model": str(path),
         "floor": floor,
@@ -104,4 +109,5 @@ def measure_cold_start(path: str | Path, *, row: Mapping[str, Any] | None = None
         **{key: statistics.median(p[key] for p in phases) for key in ("import_ms", "load_ms", "first_prediction_ms")},
         "process_ms": statistics.median(whole),
         "process_over_floor_ms": statistics.median(w - f for w, f in zip(whole, whole_floors)),
+        "package": sorted(packages)[0],  # the mome_edge that was timed (an installed copy, or a source tree)
     }

@@ -15,7 +15,7 @@ import pytest
 from mome_edge.artifact.reader import read_artifact
 from mome_edge.artifact.writer import write_artifact
 from mome_edge.artifact.compiled import reference_forward
-from mome_edge.encoding import FeatureSpec
+from mome_edge.encoding import CategoricalEncoder, FeatureSpec
 from mome_edge.errors import ConfigError, ParityError
 from mome_edge.exporters import onnx_export, onnx_graph
 from mome_edge.exporters.onnx_export import (
@@ -178,15 +178,13 @@ def test_quantised_storage_parity_and_nodes(tmp_path: Path, kind: str, weights: 
 def test_embedding_lookups_are_few_and_exact(tmp_path: Path, weights: str, mode: str, vocab: int) -> None:
     """9 categorical fields, one pruned away, widths alternating 4/3/4/...: fp32/fp16 tables are
     padded to width 4 and read by one lookup when the padding is small (vocab 9); otherwise
-    (int8, or vocab 20,000 in two narrow fields: padding above PAD_MAX_EXTRA_BYTES) one lookup per width, whose fields
+    (int8, or vocab 20,000 in two narrow fields: padding above PAD_MAX_SHARE of the model) one lookup per width, whose fields
     interleave. Either way x0 is put back in field order by a column Gather, exactly."""
     spec = make_spec(vocab_sizes=(9, 9, vocab, 3, vocab, 7, 6, 2, 8))  # fields 2 and 4 are narrow ones
-    model = make_compiled("mome", spec=spec, seed=12)
+    model = make_compiled("mome", spec=spec, seed=12, hidden=(64, 32))  # big enough that a little padding is < PAD_MAX_SHARE
     widths = [t.shape[1] for t in model.embeddings]
     assert len(widths) == 8 and len(set(widths)) == 2, "the factory's pruning must give two interleaved widths"
-    padding = sum(t.shape[0] * (max(widths) - t.shape[1]) for t in model.embeddings) * (2 if weights == "fp16" else 4)
-    padded = weights != "int8" and padding <= onnx_graph.PAD_MAX_EXTRA_BYTES
-    assert padded == (vocab == 9 and weights != "int8")
+    padded = vocab == 9 and weights != "int8"
     artifact = tmp_path / "model.mome"
     write_artifact(artifact, model, weights=weights)
     export_artifact(artifact, tmp_path / "model.onnx", simplify=False, mode=mode)
@@ -199,6 +197,30 @@ def test_embedding_lookups_are_few_and_exact(tmp_path: Path, weights: str, mode:
     for session in SESSION_MODES:  # folded at load, and not folded (stacked int8 tables decoded per call)
         np.testing.assert_allclose(_onnx_probs(str(tmp_path / "model.onnx"), cat, num, model.tasks, session),
                                    reference_forward(dequantised, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
+
+
+@pytest.mark.parametrize("weights", ["fp32", "int8"])
+@pytest.mark.parametrize("zero_fields", [2, 4])
+def test_fields_of_width_zero_are_not_looked_up(tmp_path: Path, weights: str, zero_fields: int) -> None:
+    """The artifact format allows an embedding of width 0 (it owns no x0 column): the export
+    reads no table for it, in the padded plan (fp32) and in the per-width plan (int8, where
+    4 of them would once have formed a stacked group of width 0)."""
+    import dataclasses
+
+    base = make_compiled("mome", seed=14)
+    extra = tuple(CategoricalEncoder(name=f"empty{i}", vocabulary=("a", "b")) for i in range(zero_fields))
+    spec = dataclasses.replace(base.spec, categorical=base.spec.categorical + extra)
+    first_new = len(base.spec.categorical)
+    model = dataclasses.replace(
+        base, spec=spec, field_index=base.field_index + tuple(range(first_new, first_new + zero_fields)),
+        embeddings=base.embeddings + tuple(np.zeros((3, 0), np.float32) for _ in range(zero_fields)),
+    )
+    artifact = tmp_path / "model.mome"
+    write_artifact(artifact, model, weights=weights)
+    export_artifact(artifact, tmp_path / "model.onnx", simplify=False)
+    cat, num = sample_inputs(spec, 32, seed=15, invalid=True)
+    np.testing.assert_allclose(_onnx_probs(str(tmp_path / "model.onnx"), cat, num, model.tasks, "materialize"),
+                               reference_forward(read_artifact(artifact).model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
 
 # --- out-of-vocabulary ids -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from mome_edge.runtime.cold_start import floor_of, measure_cold_start
 
 KEYS = {"model", "floor", "runs", "cold_start_ms", "floor_ms", "over_floor_ms", "import_ms", "load_ms", "first_prediction_ms",
-        "process_ms", "process_over_floor_ms"}
+        "process_ms", "process_over_floor_ms", "package"}
 
 
 def test_floor_follows_the_file_type() -> None:
