@@ -169,7 +169,7 @@ def compare_tables(expected: Mapping[str, Mapping[str, Any]], actual: Mapping[st
         have = actual[name]
         for key in want:
             # Every key must be there: readers (components(), stored_dense) index the entries.
-            # dict, not typing.Mapping: the table is parsed JSON, and isinstance against the typing
+            # dict, not typing.Mapping: the tables are dicts (parsed JSON, or built by the writer), and isinstance against the typing
             # alias costs a __subclasscheck__ per key (~0.5 ms of a census load)
             if not isinstance(have, dict) or key not in have or _listify(have[key]) != _listify(want[key]):
                 found = have.get(key, "nothing") if isinstance(have, dict) else have
