@@ -251,31 +251,18 @@ def _speed_layer_joint(b, stem: str, layer: ExpertLayer, h: str, base: str, *, f
 
 
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
-    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time."""
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time
+    (a Loop of its own; onnx_graph fuses a mixture's whole trunk into one Loop instead)."""
     e_count, out_dim = layer.scale.shape
-    out8 = padded_width(out_dim)
-    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
-    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
-    b.info.bitset_initializers.append(packed)
-    planes = b.const("plane_values", PLANE_VALUES.reshape(8, 1, 1))
-
+    parts = memory_parts(b, stem, layer, stored)
     outer_nodes, b.nodes = b.nodes, []
     e = b._fresh(f"{stem}_expert_index")
     cond_in, cond_out = b._fresh(f"{stem}_cond_in"), b._fresh(f"{stem}_cond_out")
     b.op("Identity", [cond_in], output=cond_out)
-    own = b.op("Gather", [packed, e], stem=f"{stem}_bytes_e", axis=0)  # (1, in, C) uint8
-    bits = b.op("BitwiseAnd", [own, planes], stem=f"{stem}_planes_e")  # (8, in, C): 0 or 2^(7-k)
-    if b.opset >= FUSED_DEQUANTIZE_OPSET:
-        w = b.op("DequantizeLinear", [bits, base], stem=f"{stem}_weight_e", axis=0, block_size=1)  # (8, in, C) float32
-    else:
-        w = b.op("Mul", [b.op("Cast", [bits], stem=f"{stem}_planes_f32_e", to=TensorProto.FLOAT), base], stem=f"{stem}_weight_e")
     x = h if first else b.op("Gather", [h, e], stem=f"{stem}_input_e", axis=0)  # (B, in)
-    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul_e")  # (8, B, C)
-    y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
-    y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
     # the normalisation inside the body: per-iteration buffers are (B, out) and reused, and
     # the Loop's stacked output is the layer's output (no (E, B, out) temporaries after it)
-    y = _affine(b, stem, y, layer, expert=e)  # (B, out)
+    y = memory_expert(b, stem, layer, x, e, parts)  # (B, out)
     body_nodes, b.nodes = b.nodes, outer_nodes
     body = helper.make_graph(
         body_nodes, f"{stem}_expert_loop",
@@ -286,3 +273,33 @@ def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, store
     trips = b.const(f"{stem}_expert_count", np.array(e_count, dtype=np.int64))
     return b.op("Loop", [trips, ""], stem=f"{stem}_out", body=body)  # (E, B, out): the stacked scan output
 
+
+def memory_parts(b, stem: str, layer: ExpertLayer, stored) -> tuple[str, str]:
+    """The outer-graph tensors a memory-mode expert reads: (base planes (8, in, C), packed bit planes (E, 1, in, C)).
+    Built before a Loop body (their load-time decode nodes, if any, belong to the outer graph)."""
+    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
+    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
+    b.info.bitset_initializers.append(packed)
+    return base, packed
+
+
+def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts: tuple[str, str]) -> str:
+    """Inside a Loop body: x (B, in) -> expert e's output (B, out), normalised, ReLU applied.
+
+        bytes_e (1, in, C) -> BitwiseAnd(bit planes 128, 64, ..., 1) -> uint8 (8, in, C)
+        -> DequantizeLinear(scale = base / plane value) -> W_e (8, in, C) -> x @ W_e (8, B, C)
+    """
+    e_count, out_dim = layer.scale.shape
+    out8 = padded_width(out_dim)
+    base, packed = parts
+    planes = b.const("plane_values", PLANE_VALUES.reshape(8, 1, 1))
+    own = b.op("Gather", [packed, e], stem=f"{stem}_bytes_e", axis=0)  # (1, in, C) uint8
+    bits = b.op("BitwiseAnd", [own, planes], stem=f"{stem}_planes_e")  # (8, in, C): 0 or 2^(7-k)
+    if b.opset >= FUSED_DEQUANTIZE_OPSET:
+        w = b.op("DequantizeLinear", [bits, base], stem=f"{stem}_weight_e", axis=0, block_size=1)  # (8, in, C) float32
+    else:
+        w = b.op("Mul", [b.op("Cast", [bits], stem=f"{stem}_planes_f32_e", to=TensorProto.FLOAT), base], stem=f"{stem}_weight_e")
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul_e")  # (8, B, C)
+    y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
+    y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
+    return _affine(b, stem, y, layer, expert=e)  # (B, out)

@@ -371,6 +371,8 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     """x0 (B, d0) -> per-task representation (T, B, d)."""
     if not model.layers:
         raise ConfigError(f"the compiled {model.kind} model has no expert layer; it cannot be exported")
+    if b.mode == "memory" and experts_mode == "bitset":
+        return _memory_mixture_trunk(b, model, x0, source)
     h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
     for i, layer in enumerate(model.layers[1:], start=1):
         h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
@@ -391,6 +393,84 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     if fixed == list(range(e_count)):
         return h
     return b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs", axis=0)  # (T, B, d)
+
+
+def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None) -> str:
+    """x0 (B, d0) -> per-task representation (T, B, d), memory mode: ONE Loop over the experts.
+
+    Iteration e runs expert e through every trunk layer (masked layers rebuilt from their
+    bitsets, exporters.onnx_bitset.memory_expert) and adds its routed share to a running
+    sum carried from iteration to iteration:
+        acc (T, B, d) += gate_weights[:, :, e] (T, B, 1) * h_e (B, d)
+    so that at any time one expert's weights and one expert's activations exist, and no
+    (E, B, width) tensor does (at batch 512 the stacked outputs of per-layer Loops and their
+    concatenation were most of the session's peak).
+    """
+    tasks = len(model.tasks)
+    e_count = model.layers[0].experts
+    d_out = model.layers[-1].scale.shape[1]
+    x = _select_columns(b, x0, model.layers[0].input_index, 1, "layer0")  # (B, in0), shared by the experts
+    if model.routing == "softmax":
+        if model.gates is None:
+            raise ConfigError("softmax routing without gates in the compiled model; recompile it")
+        logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
+        logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
+        weights = b.op("Softmax", [logits], stem="gate_weights", axis=-1)
+        weights = b.op("Transpose", [weights], stem="gate_weights_tbe", perm=[1, 0, 2])  # (T, B, E)
+    else:
+        if model.fixed_expert is None:
+            raise ConfigError("fixed routing without fixed_expert in the compiled model; recompile it")
+        onehot = np.zeros((tasks, 1, e_count), dtype=np.float32)
+        onehot[np.arange(tasks), 0, list(model.fixed_expert)] = 1.0
+        weights = b.const("fixed_routing", onehot)  # (T, 1, E)
+    # what each layer reads from the outer graph, built before the body (load-time decode nodes stay outside)
+    parts = []
+    for i, layer in enumerate(model.layers):
+        key = f"layers.{i}.weight"
+        if layer.masks is not None:
+            all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
+            b.info.expert_bytes += all_bytes
+            b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+            parts.append(onnx_bitset.memory_parts(b, f"layer{i}", layer, _stored(source, key, layer.weight)))
+        else:  # dense per-expert weights (E, in, out), normalisation scale folded in
+            parts.append(_expert_weights(b, f"layer{i}", layer, key, first=False, experts_mode="bitset", source=source))
+    zero = b.op("ConstantOfShape", [b.op("Concat", [
+        b.i64("tasks", [tasks]),
+        b.op("Slice", [b.op("Shape", [x0], stem="x0_shape"), b.i64("start", [0]), b.i64("end", [1])], stem="batch_size"),
+        b.i64("width", [d_out]),
+    ], stem="sum_shape", axis=0)], stem="sum_zero", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))  # (T, B, d)
+
+    outer_nodes, b.nodes = b.nodes, []
+    e = b._fresh("expert_index")
+    cond_in, cond_out = b._fresh("cond_in"), b._fresh("cond_out")
+    acc_in = b._fresh("sum_in")
+    b.op("Identity", [cond_in], output=cond_out)
+    h = x
+    for i, (layer, part) in enumerate(zip(model.layers, parts)):
+        stem = f"layer{i}"
+        if i:
+            h = _select_columns(b, h, layer.input_index, 1, stem)  # (B, in)
+        if layer.masks is not None:
+            h = onnx_bitset.memory_expert(b, stem, layer, h, e, part)  # (B, out)
+        else:
+            w = b.op("Gather", [part, e], stem=f"{stem}_weight_e", axis=0)  # (in, out)
+            y = b.op("MatMul", [h, w], stem=f"{stem}_matmul_e")
+            y = b.op("Add", [y, b.op("Gather", [b.const(f"{stem}_shift", layer.shift), e], stem=f"{stem}_shift_e", axis=0)],
+                     stem=f"{stem}_affine")
+            h = b.op("Relu", [y], stem=f"{stem}_out")
+    share = b.op("Gather", [weights, e], stem="gate_weight_e", axis=2)  # (T, B) or (T, 1)
+    share = b.op("Unsqueeze", [share, b.i64("axis2", [2])], stem="gate_weight_e_3d")  # (T, B, 1)
+    acc_out = b.op("Add", [acc_in, b.op("Mul", [share, h], stem="routed_e")], stem="sum_out")  # (T, B, d)
+    body_nodes, b.nodes = b.nodes, outer_nodes
+    body = helper.make_graph(
+        body_nodes, "expert_loop",
+        [helper.make_tensor_value_info(e, TensorProto.INT64, []), helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(acc_in, TensorProto.FLOAT, [tasks, BATCH_DIM, d_out])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(acc_out, TensorProto.FLOAT, [tasks, BATCH_DIM, d_out])],
+    )
+    trips = b.const("expert_count", np.array(e_count, dtype=np.int64))
+    return b.op("Loop", [trips, "", zero], stem="task_inputs", body=body)  # (T, B, d)
 
 
 def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
