@@ -56,7 +56,6 @@ from mome_edge.onnx_contract import (  # noqa: F401  (re-exported: the exporter'
 BATCH_DIM = "batch"
 ONNX_FORMAT_VERSION = 2  # 2: mome.sha256 over the file (mome_edge.runtime.onnx_integrity)
 MIN_OPSET = 17
-BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
 
 
 
@@ -554,8 +553,6 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
         raise ConfigError(f"mode={mode!r} is not a deployment mode; use one of {', '.join(DEPLOY_MODES)}")
     if mode == "memory" and experts != "bitset":
         raise ConfigError("mode 'memory' rebuilds experts from bitsets; use experts='bitset' (or mode 'speed' for dense experts)")
-    if mode == "memory" and opset < BITWISE_AND_OPSET:
-        raise ConfigError(f"mode 'memory' isolates mask bits with BitwiseAnd (opset {BITWISE_AND_OPSET}); use --opset {BITWISE_AND_OPSET} or later")
     b = _Builder(opset, mode)
     x0 = _embed(b, model, source)
     if model.kind == "ple":
