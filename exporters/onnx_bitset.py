@@ -293,11 +293,8 @@ def memory_parts(b, stem: str, layer: ExpertLayer, stored) -> tuple[list[str], s
     packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
     b.info.bitset_initializers.append(packed)
     p = planes_per_group(layer)
-    if p == 8 and base in b.inits:
+    if p == 8:
         return [base], packed, [b.const("plane_shift", PLANE_SHIFT.reshape(8, 1, 1))]
-    # fp16/int8 bases are converted at load and sliced into groups by folded Slices, even a
-    # single group of 8: ONNX Runtime 1.32's FuseInitializersTransformer fails at session start
-    # on an fp16 -> fp32 Cast whose only reader is a Loop body (an implicit input)
     bases, values = [], []
     whole = onnx.numpy_helper.to_array(b.inits.pop(base)) if base in b.inits else None  # fp32: stored per group
     if whole is not None:

@@ -352,7 +352,7 @@ def _outer_reads(node) -> set[str]:
         if attr.type == onnx.AttributeProto.GRAPH:
             g = attr.g
             local = {i.name for i in g.input} | {o for bn in g.node for o in bn.output} | {t.name for t in g.initializer}
-            reads |= {i for i in _reads(g.node) if i} - local
+            reads |= set().union(*(_outer_reads(bn) for bn in g.node)) - local  # nested Loops: their own outer reads
     return reads
 
 

@@ -125,6 +125,10 @@ class _Builder:
         self.inits: dict[str, onnx.TensorProto] = {}
         self.info = GraphInfo()
         self._count = 0
+        # while a Loop body is being built: the top-level node list, where load-time decode
+        # nodes go (initializer-only: ORT folds them once at load, outside any Loop)
+        self.decode_sink: list[onnx.NodeProto] | None = None
+        self.last_node = ""
 
     def _fresh(self, stem: str) -> str:
         self._count += 1
@@ -144,7 +148,9 @@ class _Builder:
            decode: bool = False, **attrs) -> str:
         out = output or self._fresh(stem or op_type.lower())
         node_name = self._fresh(f"{stem or op_type.lower()}_node")
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        sink = self.decode_sink if decode and self.decode_sink is not None else self.nodes
+        sink.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        self.last_node = node_name
         if decode:
             self.info.decode_nodes.add(node_name)
         return out
@@ -176,14 +182,20 @@ def _decode(b: _Builder, stem: str, stored: StoredTensor) -> str:
 def _to_float(b: _Builder, stem: str, raw: str, stored: StoredTensor, *, scale: np.ndarray | None = None) -> str:
     """A stored fp16/int8 tensor name -> float32 values (`scale`: the broadcastable int8 scales)."""
     out = b.op("Cast", [raw], stem=f"{stem}_f32" if stored.storage == "fp16" else f"{stem}_q_f32", to=TensorProto.FLOAT, decode=True)
-    b.info.quantised_nodes.append(b.nodes[-1].name)
+    b.info.quantised_nodes.append(b.last_node)
     if stored.storage == "fp16":
+        if b.decode_sink is not None:
+            # read from inside a Loop body: ONNX Runtime 1.32's FuseInitializersTransformer fails
+            # at session start on an fp16 -> fp32 Cast whose only readers are in a subgraph (an
+            # implicit input of the Loop); a Reshape to the same shape (folded at load) reads it instead
+            dims = [int(d) for d in b.inits[raw].dims]
+            out = b.op("Reshape", [out, b.i64("shape", dims)], stem=f"{stem}_f32_outer", decode=True)
         return out
     if scale is None:
         scale = np.asarray(stored.scale, dtype=np.float32)
         scale = scale if stored.axis is None else np.expand_dims(scale, stored.axis)
     out = b.op("Mul", [out, b.const(f"{stem}_scale", np.asarray(scale, dtype=np.float32))], stem=f"{stem}_f32", decode=True)
-    b.info.quantised_nodes.append(b.nodes[-1].name)
+    b.info.quantised_nodes.append(b.last_node)
     return out
 
 
@@ -272,7 +284,8 @@ def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, sourc
 # --- graph sections ------------------------------------------------------------------------------
 
 
-def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
+def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None, *, categorical: str = INPUT_CATEGORICAL,
+           numerical: str = INPUT_NUMERICAL) -> str:
     """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV).
 
     One row Gather per kept field (its table is (V_f, k_f)); the ids are checked once for
@@ -283,7 +296,7 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     parts = []
     if model.field_index:
         fields = b.i64("kept_fields", list(model.field_index))
-        ids = b.op("Gather", [INPUT_CATEGORICAL, fields], stem="ids", axis=1)  # (B, F kept)
+        ids = b.op("Gather", [categorical, fields], stem="ids", axis=1)  # (B, F kept)
         vocab = [int(t.shape[0]) for t in model.embeddings]
         ok = b.op("And", [
             b.op("GreaterOrEqual", [ids, b.i64("zero", 0)], stem="ids_nonneg"),
@@ -296,9 +309,9 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
-            parts.append(INPUT_NUMERICAL)
+            parts.append(numerical)
         else:
-            parts.append(b.op("Gather", [INPUT_NUMERICAL, b.i64("numerical_keep", keep)], stem="numerical_kept", axis=1))
+            parts.append(b.op("Gather", [numerical, b.i64("numerical_keep", keep)], stem="numerical_kept", axis=1))
     if not parts:
         raise ConfigError("the compiled model reads no input feature; it cannot be exported")
     if len(parts) == 1:
@@ -370,8 +383,6 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     """x0 (B, d0) -> per-task representation (T, B, d)."""
     if not model.layers:
         raise ConfigError(f"the compiled {model.kind} model has no expert layer; it cannot be exported")
-    if b.mode == "memory" and experts_mode == "bitset":
-        return _memory_mixture_trunk(b, model, x0, source)
     h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
     for i, layer in enumerate(model.layers[1:], start=1):
         h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
@@ -514,6 +525,11 @@ def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, so
 
 
 def _towers(b: _Builder, model: CompiledModel, h: str, source: WeightSource | None) -> None:
+    _task_outputs(b, model, _tower_probabilities(b, model, h, source))
+
+
+def _tower_probabilities(b: _Builder, model: CompiledModel, h: str, source: WeightSource | None) -> str:
+    """h (T, B, d) -> probabilities (T, B)."""
     if not model.towers:
         raise ConfigError(f"the compiled {model.kind} model has no tower; it cannot be exported")
     for i, lin in enumerate(model.towers):
@@ -523,9 +539,64 @@ def _towers(b: _Builder, model: CompiledModel, h: str, source: WeightSource | No
     if model.towers[-1].weight.shape[1] != 1:
         raise ConfigError("the last tower layer must have one output (the task logit); recompile the model")
     probs = b.op("Sigmoid", [h], stem="probabilities")  # (T, B, 1)
-    probs = b.op("Reshape", [probs, b.i64("shape", [len(model.tasks), -1])], stem="probabilities_tb")  # (T, B)
+    return b.op("Reshape", [probs, b.i64("shape", [len(model.tasks), -1])], stem="probabilities_tb")  # (T, B)
+
+
+def _task_outputs(b: _Builder, model: CompiledModel, probs: str) -> None:
     for t, task in enumerate(model.tasks):
         b.op("Gather", [probs, b.i64(f"task{t}", t)], output=task, stem=f"task{t}", axis=0)  # (B,)
+
+
+# memory mode runs a batch in blocks of this many rows (a Loop around the whole model): the
+# activations a call holds, and so the session's arena high-water mark, stop growing with the
+# batch, for the price of rebuilding the experts once per block (measured, paper sizes:
+# docs/deployment.md)
+MEMORY_ROW_BLOCK = 128
+
+
+def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
+    """memory mode, mixture kinds: the whole model inside a Loop over blocks of MEMORY_ROW_BLOCK rows.
+
+    Iteration i reads rows [i*R, min((i+1)*R, B)) of both inputs, runs embedding, gates, the
+    per-expert Loop (_memory_mixture_trunk) and the towers on them, and appends the block's
+    probabilities (T, r) to a carried (T, rows so far) tensor (T floats per row: copying it
+    per block costs nothing next to a block's matmuls).
+    """
+    tasks = len(model.tasks)
+    block = b.i64("row_block", [MEMORY_ROW_BLOCK])
+    rows = b.op("Slice", [b.op("Shape", [INPUT_CATEGORICAL], stem="input_shape"), b.i64("start", [0]), b.i64("end", [1])],
+                stem="rows")  # (1,) B
+    blocks = b.op("Div", [b.op("Add", [rows, b.i64("block_minus_1", [MEMORY_ROW_BLOCK - 1])], stem="rows_padded"), block],
+                  stem="blocks")  # (1,) ceil(B / R)
+    trips = b.op("Reshape", [blocks, b.i64("scalar", np.zeros(0, np.int64))], stem="block_count")  # ()
+    start_probs = b.const("no_rows", np.zeros((tasks, 0), np.float32))  # (T, 0)
+
+    outer_nodes, b.nodes = b.nodes, []
+    b.decode_sink = outer_nodes
+    i = b._fresh("block_index")
+    cond_in, cond_out = b._fresh("block_cond_in"), b._fresh("block_cond_out")
+    done = b._fresh("probs_in")
+    b.op("Identity", [cond_in], output=cond_out)
+    first = b.op("Mul", [b.op("Unsqueeze", [i, b.i64("axis0", [0])], stem="block_index_1d"), block], stem="block_start")  # (1,)
+    last = b.op("Min", [b.op("Add", [first, block], stem="block_end_full"), rows], stem="block_end")  # (1,)
+    axis0 = b.i64("axis0", [0])
+    cat = b.op("Slice", [INPUT_CATEGORICAL, first, last, axis0], stem="block_categorical")  # (r, F)
+    num = b.op("Slice", [INPUT_NUMERICAL, first, last, axis0], stem="block_numerical")  # (r, D)
+    x0 = _embed(b, model, source, categorical=cat, numerical=num)
+    h = _memory_mixture_trunk(b, model, x0, source)  # (T, r, d)
+    probs = _tower_probabilities(b, model, h, source)  # (T, r)
+    probs_out = b.op("Concat", [done, probs], stem="probs_out", axis=1)  # (T, rows so far)
+    body_nodes, b.nodes = b.nodes, outer_nodes
+    b.decode_sink = None
+    body = helper.make_graph(
+        body_nodes, "row_block_loop",
+        [helper.make_tensor_value_info(i, TensorProto.INT64, []), helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(done, TensorProto.FLOAT, [tasks, "rows_done"])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(probs_out, TensorProto.FLOAT, [tasks, "rows_next"])],
+    )
+    probs_all = b.op("Loop", [trips, "", start_probs], stem="probabilities_tb", body=body)  # (T, B)
+    _task_outputs(b, model, probs_all)
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -554,12 +625,15 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
     if mode == "memory" and experts != "bitset":
         raise ConfigError("mode 'memory' rebuilds experts from bitsets; use experts='bitset' (or mode 'speed' for dense experts)")
     b = _Builder(opset, mode)
-    x0 = _embed(b, model, source)
-    if model.kind == "ple":
-        h = _ple_trunk(b, model, x0, experts, source)
+    if mode == "memory" and model.kind != "ple":
+        _memory_row_blocks(b, model, source)
     else:
-        h = _mixture_trunk(b, model, x0, experts, source)
-    _towers(b, model, h, source)
+        x0 = _embed(b, model, source)
+        if model.kind == "ple":
+            h = _ple_trunk(b, model, x0, experts, source)
+        else:
+            h = _mixture_trunk(b, model, x0, experts, source)
+        _towers(b, model, h, source)
 
     spec = model.spec
     inputs = [
