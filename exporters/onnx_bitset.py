@@ -11,24 +11,29 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         A large layer (E dense experts > SPLIT_EXPERTS_BYTES) gets one chain per expert and
         a MatMul per expert per call (folding holds one expert's intermediates at a time, the
         only one a bool mask of 1 byte per weight); a small layer one chain for all E and one
-        MatMul per call (the dense export's layout: per-node overhead dominates small models). The base weight is stored in union layout (only entries
-        some expert uses, placed by a union bitset; int32 CumSum + Gather, folded too).
-memory: a Loop over the E experts; its body rebuilds one expert and multiplies with it:
-            bytes_e (1, in, C) -> BitwiseAnd(bit planes 128, 64, ..., 1) -> uint8 (8, in, C)
-            -> DequantizeLinear(scale = base / plane value, axis 0, block_size 1) -> W_e (8, in, C)
-            MatMul(x_e (B, in), W_e) -> (8, B, C) -> (B, out8), normalisation, ReLU
-        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the op
-        that isolates bits (BitwiseAnd) runs over long contiguous spans, and
-        DequantizeLinear turns {0, 2^(7-k)} into the weight in one fused pass (the base is
-        stored pre-divided by 2^(7-k): exact in float32). Below opset 21 (no per-element
-        DequantizeLinear) Cast + Mul do the same in two passes. Every body node depends on
-        the iteration number, so no optimiser can fold an expert back into a constant (ONNX
-        Runtime's default ConstantFolding included), and one dense expert exists at a time.
-        The base is stored whole in plane layout: the union decode's int32 intermediates
-        (several base-sized tensors while they are folded) would raise the load-time peak
-        by more than the bytes they save.
+        MatMul per call (the dense export's layout: per-node overhead dominates small
+        models). The base weight is stored in union layout (only entries some expert uses,
+        placed by a union bitset; int32 CumSum + Gather, folded too).
+memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
+        trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
+        onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
+        weights in groups of bit planes and multiplies with them:
+            bytes_e (1, in, C) -> Mul 2^k (uint8, mod 256) -> Clip [127, 128] -> Sub 127
+            -> uint8 0/1 (p, in, C) -> DequantizeLinear(scale = base planes, axis 0,
+            block_size 1) -> W (p, in, C);  MatMul(x (B, in), W) -> (p, B, C)
+            planes concatenated -> (8, B, C) -> (B, out8), normalisation, ReLU
+        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the ops
+        that isolate a bit run over long contiguous spans with one scalar per plane, and
+        DequantizeLinear turns the 0/1 into the weight in one fused pass. Below opset 21 (no
+        per-element DequantizeLinear) Cast + Mul do the same in two passes. Every body node
+        depends on the iteration number, so no optimiser can fold an expert back into a
+        constant (ONNX Runtime's default ConstantFolding included), and one group of planes
+        of one expert exists at a time. The base is stored whole in plane layout: decoding a
+        union layout at load holds several base-sized int32 tensors until constant folding
+        ends (measured on the speed file: ~10 MiB of the paper model's load peak).
 
-Measured alternatives (paper sizes, 1 thread; docs/deployment.md): a Gather from a bit
+Measured alternatives (paper sizes, 1 thread; docs/deployment.md): BitwiseAnd with the plane
+values (the previous decode) ~0.6 ns per byte, 3x the Mul/Clip/Sub chain; a Gather from a bit
 lookup table + Where per call costs ~7 ns/byte-index and ~0.9 ns per element for Where;
 a gather/ScatterElements over sparse index lists ~14 ns per non-zero at batch 1 and grows
 with the batch; row blocks of all experts per Loop iteration were no faster than expert by
