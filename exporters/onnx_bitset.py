@@ -64,10 +64,12 @@ def padded_width(out_dim: int) -> int:
 
 
 def expert_bytes(layer: ExpertLayer) -> tuple[int, int]:
-    """(bytes of all E dense experts, bytes of one dense expert + its uint8 bit planes) as the graph holds them."""
+    """(bytes of all E dense experts as float32, bytes memory mode holds at once for this layer:
+    one expert's packed bytes (in, C), and one group of p planes as uint8 0/1 and as float32)."""
     e_count, out_dim = layer.scale.shape
     one = layer.weight.shape[-1] * padded_width(out_dim)
-    return e_count * one * 4, one * 5
+    plane = one // 8
+    return e_count * one * 4, plane + planes_per_group(layer) * plane * 5
 
 
 def _masks_in_out8(layer: ExpertLayer) -> np.ndarray:

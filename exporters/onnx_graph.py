@@ -109,7 +109,7 @@ class GraphInfo:
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
     expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
-    one_expert_bytes: int = 0  # the largest single dense expert + its bool mask (what memory mode holds at once)
+    one_expert_bytes: int = 0  # the most memory mode holds rebuilt at once (one group of one expert's bit planes, onnx_bitset.expert_bytes)
 
     def resident_expert_bytes(self, mode: str) -> int:
         """Bytes of masked experts a running session holds as dense float32 (layers without
