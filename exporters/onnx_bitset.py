@@ -30,14 +30,12 @@ memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop fo
         constant (ONNX Runtime's default ConstantFolding included), and one group of planes
         of one expert exists at a time. The base is stored whole in plane layout: decoding a
         union layout at load holds several base-sized int32 tensors until constant folding
-        ends (measured on the speed file: ~10 MiB of the paper model's load peak).
+        ends, which raised the session's peak far more than the bytes it saved.
 
-Measured alternatives (paper sizes, 1 thread; docs/deployment.md): BitwiseAnd with the plane
-values (the previous decode) ~0.6 ns per byte, 3x the Mul/Clip/Sub chain; a Gather from a bit
-lookup table + Where per call costs ~7 ns/byte-index and ~0.9 ns per element for Where;
-a gather/ScatterElements over sparse index lists ~14 ns per non-zero at batch 1 and grows
-with the batch; row blocks of all experts per Loop iteration were no faster than expert by
-expert and need running sums. The normalisation scale is applied after the matmul
+The alternatives measured (BitwiseAnd with the plane values, a bit lookup-table Gather +
+Where, gather/ScatterElements over sparse index lists, row blocks of all experts per Loop
+iteration, a union-layout base in memory mode) and their figures are in
+docs/deployment.md. The normalisation scale is applied after the matmul
 ((x @ (M_e * W)) * s_e): it is per output column, so it commutes with the matmul.
 """
 
@@ -324,9 +322,9 @@ def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts) -> st
             Mul by 2^k (uint8, wraps mod 256: bit k moves to the top, higher bits drop out)
             -> Clip to [127, 128] -> Sub 127 -> uint8 bit 0/1 (p, in, C)
             -> DequantizeLinear(scale = base) -> W (p, in, C) -> x @ W (p, B, C)
-    The uint8 Mul/Clip/Sub run vectorised in ONNX Runtime (~0.05-0.15 ns per byte each,
-    measured) where BitwiseAnd and BitShift take ~0.6 ns per byte: the bit isolation was
-    most of a call.
+    ONNX Runtime runs the uint8 Mul, Clip and Sub vectorised, and BitwiseAnd and BitShift
+    element by element: with BitwiseAnd the bit isolation was most of a call
+    (docs/deployment.md has the figures).
     """
     e_count, out_dim = layer.scale.shape
     out8 = padded_width(out_dim)

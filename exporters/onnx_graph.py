@@ -549,8 +549,8 @@ def _task_outputs(b: _Builder, model: CompiledModel, probs: str) -> None:
 
 # memory mode runs a batch in blocks of this many rows (a Loop around the whole model): the
 # activations a call holds, and so the session's arena high-water mark, stop growing with the
-# batch, for the price of rebuilding the experts once per block (measured, paper sizes:
-# docs/deployment.md)
+# batch, for the price of rebuilding the experts once per block (64 / 128 / 256 rows compared
+# in docs/deployment.md)
 MEMORY_ROW_BLOCK = 128
 
 
