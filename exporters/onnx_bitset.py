@@ -11,34 +11,39 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         A large layer (E dense experts > SPLIT_EXPERTS_BYTES) gets one chain per expert and
         a MatMul per expert per call (folding holds one expert's intermediates at a time, the
         only one a bool mask of 1 byte per weight); a small layer one chain for all E and one
-        MatMul per call (the dense export's layout: per-node overhead dominates small models). The base weight is stored in union layout (only entries
-        some expert uses, placed by a union bitset; int32 CumSum + Gather, folded too).
-memory: a Loop over the E experts; its body rebuilds one expert and multiplies with it:
-            bytes_e (1, in, C) -> BitwiseAnd(bit planes 128, 64, ..., 1) -> uint8 (8, in, C)
-            -> DequantizeLinear(scale = base / plane value, axis 0, block_size 1) -> W_e (8, in, C)
-            MatMul(x_e (B, in), W_e) -> (8, B, C) -> (B, out8), normalisation, ReLU
-        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the op
-        that isolates bits (BitwiseAnd) runs over long contiguous spans, and
-        DequantizeLinear turns {0, 2^(7-k)} into the weight in one fused pass (the base is
-        stored pre-divided by 2^(7-k): exact in float32). Below opset 21 (no per-element
-        DequantizeLinear) Cast + Mul do the same in two passes. Every body node depends on
-        the iteration number, so no optimiser can fold an expert back into a constant (ONNX
-        Runtime's default ConstantFolding included), and one dense expert exists at a time.
-        The base is stored whole in plane layout: the union decode's int32 intermediates
-        (several base-sized tensors while they are folded) would raise the load-time peak
-        by more than the bytes they save.
+        MatMul per call (the dense export's layout: per-node overhead dominates small
+        models). The base weight is stored in union layout (only entries some expert uses,
+        placed by a union bitset; int32 CumSum + Gather, folded too).
+memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
+        trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
+        onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
+        weights in groups of bit planes and multiplies with them:
+            bytes_e (1, in, C) -> Mul 2^k (uint8, mod 256) -> Clip [127, 128] -> Sub 127
+            -> uint8 0/1 (p, in, C) -> DequantizeLinear(scale = base planes, axis 0,
+            block_size 1) -> W (p, in, C);  MatMul(x (B, in), W) -> (p, B, C)
+            planes concatenated -> (8, B, C) -> (B, out8), normalisation, ReLU
+        with C = out8/8: bit k of byte (i, c) is column k*C + c ("bit planes"), so the ops
+        that isolate a bit run over long contiguous spans with one scalar per plane, and
+        DequantizeLinear turns the 0/1 into the weight in one fused pass. Below opset 21 (no
+        per-element DequantizeLinear) Cast + Mul do the same in two passes. Every body node
+        depends on the iteration number, so no optimiser can fold an expert back into a
+        constant (ONNX Runtime's default ConstantFolding included), and one group of planes
+        of one expert exists at a time. The base is stored whole in plane layout: decoding a
+        union layout at load holds several base-sized int32 tensors until constant folding
+        ends, which raised the session's peak far more than the bytes it saved.
 
-Measured alternatives (paper sizes, 1 thread; docs/deployment.md): a Gather from a bit
-lookup table + Where per call costs ~7 ns/byte-index and ~0.9 ns per element for Where;
-a gather/ScatterElements over sparse index lists ~14 ns per non-zero at batch 1 and grows
-with the batch; row blocks of all experts per Loop iteration were no faster than expert by
-expert and need running sums. The normalisation scale is applied after the matmul
+The alternatives measured (BitwiseAnd with the plane values, a bit lookup-table Gather +
+Where, gather/ScatterElements over sparse index lists, row blocks of all experts per Loop
+iteration, a union-layout base in memory mode) and their figures are in
+docs/deployment.md. The normalisation scale is applied after the matmul
 ((x @ (M_e * W)) * s_e): it is per output column, so it commutes with the matmul.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
+import onnx.numpy_helper
 from onnx import TensorProto, helper
 
 from mome_edge.artifact.compiled import ExpertLayer
@@ -46,7 +51,7 @@ from mome_edge.onnx_contract import DEPLOY_MODES
 
 # byte value -> its 8 bits, most significant first (the big-endian bit order of the file)
 BIT_TABLE = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="big").astype(bool)  # (256, 8)
-PLANE_VALUES = (1 << np.arange(7, -1, -1)).astype(np.uint8)  # bit k of a byte (MSB first) is worth 2^(7-k)
+PLANE_SHIFT = (1 << np.arange(8)).astype(np.uint8)  # x 2^k (mod 256) moves bit k (MSB first) to the top bit
 MODES = DEPLOY_MODES
 BATCH = "batch"  # the batch dimension's name (onnx_graph.BATCH_DIM)
 FUSED_DEQUANTIZE_OPSET = 21  # DequantizeLinear with block_size (one scale per element)
@@ -57,10 +62,12 @@ def padded_width(out_dim: int) -> int:
 
 
 def expert_bytes(layer: ExpertLayer) -> tuple[int, int]:
-    """(bytes of all E dense experts, bytes of one dense expert + its uint8 bit planes) as the graph holds them."""
+    """(bytes of all E dense experts as float32, bytes memory mode holds at once for this layer:
+    one expert's packed bytes (in, C), and one group of p planes as uint8 0/1 and as float32)."""
     e_count, out_dim = layer.scale.shape
     one = layer.weight.shape[-1] * padded_width(out_dim)
-    return e_count * one * 4, one * 5
+    plane = one // 8
+    return e_count * one * 4, plane + planes_per_group(layer) * plane * 5
 
 
 def _masks_in_out8(layer: ExpertLayer) -> np.ndarray:
@@ -131,12 +138,11 @@ def base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
 
 
 def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
-    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c] / 2^(7-k).
+    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c].
 
     Stored whole (not in union layout): the union decode's int32 intermediates (several
     base-sized tensors while ONNX Runtime folds them) would outweigh the bytes it saves in
-    a mode whose point is a low peak. fp32 is stored already divided by the plane value (a
-    power of two: exact); fp16/int8 are stored as in the artifact and scaled at load.
+    a mode whose point is a low peak. fp16/int8 are stored as in the artifact and converted at load.
     """
     from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
 
@@ -149,17 +155,15 @@ def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
     data[:, :out_dim] = stored.data.T
     data = np.ascontiguousarray(data.reshape(in_dim, 8, cols).transpose(1, 0, 2))  # (8, in, C)
-    factor = (1.0 / PLANE_VALUES.astype(np.float32))[:, None, None]  # (8, 1, 1)
     if stored.storage == "fp32":
-        return b.const(f"{stem}_base_planes", (data * factor).astype(np.float32), storage="fp32")
+        return b.const(f"{stem}_base_planes", data.astype(np.float32), storage="fp32")
     raw = b.const(f"{stem}_base_planes_{stored.storage}", data, storage=stored.storage)
+    scale = None
     if stored.storage == "int8":
         scale = np.zeros(out8, dtype=np.float32)
         scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
-        out = _to_float(b, f"{stem}_base_planes", raw, stored, scale=scale.reshape(8, 1, cols) * factor)
-    else:
-        out = _to_float(b, f"{stem}_base_planes", raw, stored)
-        out = b.op("Mul", [out, b.const(f"{stem}_plane_factor", factor)], stem=f"{stem}_base_planes_scaled", decode=True)
+        scale = scale.reshape(8, 1, cols)
+    out = _to_float(b, f"{stem}_base_planes", raw, stored, scale=scale)
     b.info.decode_shapes[out] = (8, in_dim, cols)
     return out
 
@@ -251,31 +255,18 @@ def _speed_layer_joint(b, stem: str, layer: ExpertLayer, h: str, base: str, *, f
 
 
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
-    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time."""
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); one expert rebuilt at a time
+    (a Loop of its own; onnx_graph fuses a mixture's whole trunk into one Loop instead)."""
     e_count, out_dim = layer.scale.shape
-    out8 = padded_width(out_dim)
-    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
-    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
-    b.info.bitset_initializers.append(packed)
-    planes = b.const("plane_values", PLANE_VALUES.reshape(8, 1, 1))
-
+    parts = memory_parts(b, stem, layer, stored)
     outer_nodes, b.nodes = b.nodes, []
     e = b._fresh(f"{stem}_expert_index")
     cond_in, cond_out = b._fresh(f"{stem}_cond_in"), b._fresh(f"{stem}_cond_out")
     b.op("Identity", [cond_in], output=cond_out)
-    own = b.op("Gather", [packed, e], stem=f"{stem}_bytes_e", axis=0)  # (1, in, C) uint8
-    bits = b.op("BitwiseAnd", [own, planes], stem=f"{stem}_planes_e")  # (8, in, C): 0 or 2^(7-k)
-    if b.opset >= FUSED_DEQUANTIZE_OPSET:
-        w = b.op("DequantizeLinear", [bits, base], stem=f"{stem}_weight_e", axis=0, block_size=1)  # (8, in, C) float32
-    else:
-        w = b.op("Mul", [b.op("Cast", [bits], stem=f"{stem}_planes_f32_e", to=TensorProto.FLOAT), base], stem=f"{stem}_weight_e")
     x = h if first else b.op("Gather", [h, e], stem=f"{stem}_input_e", axis=0)  # (B, in)
-    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul_e")  # (8, B, C)
-    y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
-    y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
     # the normalisation inside the body: per-iteration buffers are (B, out) and reused, and
     # the Loop's stacked output is the layer's output (no (E, B, out) temporaries after it)
-    y = _affine(b, stem, y, layer, expert=e)  # (B, out)
+    y = memory_expert(b, stem, layer, x, e, parts)  # (B, out)
     body_nodes, b.nodes = b.nodes, outer_nodes
     body = helper.make_graph(
         body_nodes, f"{stem}_expert_loop",
@@ -286,3 +277,70 @@ def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, store
     trips = b.const(f"{stem}_expert_count", np.array(e_count, dtype=np.int64))
     return b.op("Loop", [trips, ""], stem=f"{stem}_out", body=body)  # (E, B, out): the stacked scan output
 
+
+# memory mode rebuilds a layer's expert in groups of bit planes whose float32 weights take at
+# most this many bytes (one plane is (in, out8/8) weights): the rebuilt weights of one group are
+# read by its MatMul while they are still in cache, and the session's per-call buffers stay at
+# one group (the arena keeps its high-water mark for the life of the session)
+PLANE_GROUP_BYTES = 640 * 1024
+
+
+def planes_per_group(layer: ExpertLayer) -> int:
+    slab = layer.weight.shape[-1] * padded_width(layer.scale.shape[1]) // 8 * 4  # float32 bytes of one plane
+    return max([p for p in (1, 2, 4, 8) if p * slab <= PLANE_GROUP_BYTES] or [1])
+
+
+def memory_parts(b, stem: str, layer: ExpertLayer, stored) -> tuple[list[str], str, list[str]]:
+    """The outer-graph tensors a memory-mode expert reads: (base planes per group (p, in, C),
+    packed bit planes (E, 1, in, C), plane values per group (p, 1, 1)). Built before a Loop
+    body (their load-time decode nodes, if any, belong to the outer graph)."""
+    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C), C = out8/8
+    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
+    b.info.bitset_initializers.append(packed)
+    p = planes_per_group(layer)
+    if p == 8:
+        return [base], packed, [b.const("plane_shift", PLANE_SHIFT.reshape(8, 1, 1))]
+    bases, values = [], []
+    whole = onnx.numpy_helper.to_array(b.inits.pop(base)) if base in b.inits else None  # fp32: stored per group
+    if whole is not None:
+        b.info.storage.pop(base)
+    for g in range(0, 8, p):
+        if whole is not None:
+            bases.append(b.const(f"{stem}_base_planes{g}", whole[g:g + p], storage="fp32"))
+        else:  # decoded at load (fp16/int8): a folded Slice per group
+            bases.append(b.op("Slice", [base, b.i64("start", [g]), b.i64("end", [g + p]), b.i64("axes", [0])],
+                              stem=f"{stem}_base_planes{g}", decode=True))
+            b.info.decode_shapes[bases[-1]] = (p, layer.weight.shape[-1], padded_width(layer.scale.shape[1]) // 8)
+        values.append(b.const("plane_shift", PLANE_SHIFT[g:g + p].reshape(p, 1, 1)))
+    return bases, packed, values
+
+
+def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts) -> str:
+    """Inside a Loop body: x (B, in) -> expert e's output (B, out), normalised, ReLU applied.
+
+        bytes_e (1, in, C) -> per group of p planes k:
+            Mul by 2^k (uint8, wraps mod 256: bit k moves to the top, higher bits drop out)
+            -> Clip to [127, 128] -> Sub 127 -> uint8 bit 0/1 (p, in, C)
+            -> DequantizeLinear(scale = base) -> W (p, in, C) -> x @ W (p, B, C)
+    ONNX Runtime runs the uint8 Mul, Clip and Sub vectorised, and BitwiseAnd and BitShift
+    element by element: with BitwiseAnd the bit isolation was most of a call
+    (docs/deployment.md has the figures).
+    """
+    e_count, out_dim = layer.scale.shape
+    out8 = padded_width(out_dim)
+    bases, packed, shifts = parts
+    own = b.op("Gather", [packed, e], stem=f"{stem}_bytes_e", axis=0)  # (1, in, C) uint8
+    low, high = b.const("u8_127", np.array(127, np.uint8)), b.const("u8_128", np.array(128, np.uint8))
+    ys = []
+    for g, (base, shift) in enumerate(zip(bases, shifts)):
+        top = b.op("Mul", [own, shift], stem=f"{stem}_planes{g}_top_e")  # (p, in, C): bit k of the byte is now bit 7
+        bit = b.op("Sub", [b.op("Clip", [top, low, high], stem=f"{stem}_planes{g}_clip_e"), low], stem=f"{stem}_planes{g}_e")  # 0/1
+        if b.opset >= FUSED_DEQUANTIZE_OPSET:
+            w = b.op("DequantizeLinear", [bit, base], stem=f"{stem}_weight{g}_e", axis=0, block_size=1)  # (p, in, C) float32
+        else:
+            w = b.op("Mul", [b.op("Cast", [bit], stem=f"{stem}_planes{g}_f32_e", to=TensorProto.FLOAT), base], stem=f"{stem}_weight{g}_e")
+        ys.append(b.op("MatMul", [x, w], stem=f"{stem}_matmul{g}_e"))  # (p, B, C)
+    y = ys[0] if len(ys) == 1 else b.op("Concat", ys, stem=f"{stem}_matmul_e", axis=0)  # (8, B, C)
+    y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
+    y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
+    return _affine(b, stem, y, layer, expert=e)  # (B, out)

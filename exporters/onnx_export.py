@@ -259,27 +259,49 @@ def _reads(nodes) -> set[str]:
 
 
 def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto, bool, str]:
-    """onnxsim on the compute graph only; the weight decoder is spliced back unchanged.
+    """onnxsim on the compute graph only; the weight decoder and Loops are spliced back unchanged.
 
     Constant folding of the decoder (bitset unpacking, dequantisation) would store the
     experts as dense floats again. Instead of trusting an optimiser flag, the decoder's
     outputs become inputs of the graph that onnxsim sees, so they are not constants to it.
+    A Loop (memory mode's per-expert rebuild) is cut out the same way: its inputs become
+    outputs of the graph onnxsim sees and its outputs inputs, because onnxsim unrolls a
+    Loop whose trip count is a constant (E copies of the body, every expert's bit planes
+    folded into a constant: the dense experts memory mode exists to avoid).
     """
     import onnxsim
 
     graph = model.graph
     decode = [n for n in graph.node if n.name in info.decode_nodes]
-    core = [n for n in graph.node if n.name not in info.decode_nodes]
-    decode_reads = _reads(decode)
+    loops = [n for n in graph.node if n.op_type == "Loop"]
+    opaque = {id(n) for n in decode + loops}
+    core = [n for n in graph.node if id(n) not in opaque]
     core_reads = _reads(core)  # including what Loop bodies read from the outer scope
-    decode_inits = [t for t in graph.initializer if t.name in decode_reads and t.name not in core_reads]
+    kept_reads = _reads(decode + loops)
+    init_names = {t.name for t in graph.initializer}
+    decode_inits = [t for t in graph.initializer if t.name in kept_reads and t.name not in core_reads]
     decode_init_names = {t.name for t in decode_inits}
     boundary = [o for n in decode for o in n.output if o in core_reads]
+    loop_outputs = [o for n in loops for o in n.output]
+    # what the Loops read from the graph around them: their inputs and the names their bodies read from the outer scope
+    loop_inputs = sorted({i for n in loops for i in _outer_reads(n) if i not in init_names and i not in loop_outputs
+                          and i not in {v.name for v in graph.input}} - set(boundary))
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)
+             if v.type.tensor_type.HasField("shape")}
+    for n in loops:  # a Loop's outputs: its carried values, typed as the body declares them
+        body = next(a.g for a in n.attribute if a.name == "body")
+        for name, declared in zip(n.output, body.output[1:]):
+            types[name] = helper.make_value_info(name, declared.type)
+    missing = [name for name in loop_outputs + loop_inputs if name not in types]
+    if missing:
+        return model, False, f"shape inference gave no type for {missing[:3]}; kept the unsimplified graph"
     core_inputs = list(graph.input) + [
         helper.make_tensor_value_info(name, TensorProto.FLOAT, list(info.decode_shapes[name])) for name in boundary
-    ]
+    ] + [types[name] for name in loop_outputs]
+    core_outputs = list(graph.output) + [types[name] for name in loop_inputs]
     core_graph = helper.make_graph(
-        core, graph.name, core_inputs, list(graph.output),
+        core, graph.name, core_inputs, core_outputs,
         initializer=[t for t in graph.initializer if t.name not in decode_init_names],
     )
     core_model = helper.make_model(core_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
@@ -292,9 +314,16 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
     sgraph = simplified.graph
     if [i.name for i in sgraph.input] != [i.name for i in core_inputs]:
         return model, False, "onnxsim changed the graph inputs; kept the unsimplified graph"
+    if [o.name for o in sgraph.output] != [o.name for o in core_outputs]:
+        return model, False, "onnxsim changed the graph outputs; kept the unsimplified graph"
+    nodes = _topological(decode + list(sgraph.node) + loops, produced={i.name for i in graph.input} | {
+        t.name for t in list(decode_inits) + list(sgraph.initializer)})
+    if nodes is None:
+        return model, False, "the simplified graph could not be ordered; kept the unsimplified graph"
     merged_graph = helper.make_graph(
-        decode + list(sgraph.node), graph.name, list(graph.input), list(sgraph.output),
-        initializer=decode_inits + list(sgraph.initializer), value_info=list(sgraph.value_info),
+        nodes, graph.name, list(graph.input), list(graph.output),
+        initializer=decode_inits + list(sgraph.initializer),
+        value_info=[v for v in sgraph.value_info if v.name not in {o.name for o in graph.output}],
     )
     merged = helper.make_model(
         merged_graph, opset_imports=list(model.opset_import), ir_version=model.ir_version,
@@ -311,7 +340,39 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
             "kept the unsimplified graph"
         )
     protected = f"; the weight decoder ({len(decode)} nodes) was kept out of constant folding" if decode else ""
-    return merged, True, f"onnxsim simplified the compute graph ({len(core)} -> {len(sgraph.node)} nodes){protected}"
+    looped = f"; {len(loops)} Loop(s) kept as they are" if loops else ""
+    return merged, True, f"onnxsim simplified the compute graph ({len(core)} -> {len(sgraph.node)} nodes){protected}{looped}"
+
+
+def _outer_reads(node) -> set[str]:
+    """The names a node reads from the graph it sits in: its inputs and, for a Loop, what its body reads
+    that the body does not define itself (iteration number, carried values, its own nodes' outputs)."""
+    reads = {i for i in node.input if i}
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            g = attr.g
+            local = {i.name for i in g.input} | {o for bn in g.node for o in bn.output} | {t.name for t in g.initializer}
+            reads |= set().union(*(_outer_reads(bn) for bn in g.node)) - local  # nested Loops: their own outer reads
+    return reads
+
+
+def _topological(nodes: list, *, produced: set[str]) -> list | None:
+    """`nodes` ordered so that every node comes after the producers of what it reads (None on a cycle)."""
+    ready = set(produced)
+    pending = list(nodes)
+    ordered = []
+    while pending:
+        rest = []
+        for n in pending:
+            if _outer_reads(n) - ready:
+                rest.append(n)
+            else:
+                ordered.append(n)
+                ready.update(n.output)
+        if len(rest) == len(pending):
+            return None
+        pending = rest
+    return ordered
 
 
 # --- files -----------------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ from mome_edge.onnx_contract import (  # noqa: F401  (re-exported: the exporter'
 BATCH_DIM = "batch"
 ONNX_FORMAT_VERSION = 2  # 2: mome.sha256 over the file (mome_edge.runtime.onnx_integrity)
 MIN_OPSET = 17
-BITWISE_AND_OPSET = 18  # below it the bit is isolated with Mod 2 instead of BitwiseAnd 1
 
 
 
@@ -110,7 +109,7 @@ class GraphInfo:
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
     expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
-    one_expert_bytes: int = 0  # the largest single dense expert + its bool mask (what memory mode holds at once)
+    one_expert_bytes: int = 0  # the most memory mode holds rebuilt at once (one group of one expert's bit planes, onnx_bitset.expert_bytes)
 
     def resident_expert_bytes(self, mode: str) -> int:
         """Bytes of masked experts a running session holds as dense float32 (layers without
@@ -126,6 +125,10 @@ class _Builder:
         self.inits: dict[str, onnx.TensorProto] = {}
         self.info = GraphInfo()
         self._count = 0
+        # while a Loop body is being built: the top-level node list, where load-time decode
+        # nodes go (initializer-only: ORT folds them once at load, outside any Loop)
+        self.decode_sink: list[onnx.NodeProto] | None = None
+        self.last_node = ""
 
     def _fresh(self, stem: str) -> str:
         self._count += 1
@@ -145,7 +148,9 @@ class _Builder:
            decode: bool = False, **attrs) -> str:
         out = output or self._fresh(stem or op_type.lower())
         node_name = self._fresh(f"{stem or op_type.lower()}_node")
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        sink = self.decode_sink if decode and self.decode_sink is not None else self.nodes
+        sink.append(helper.make_node(op_type, inputs, [out], name=node_name, **attrs))
+        self.last_node = node_name
         if decode:
             self.info.decode_nodes.add(node_name)
         return out
@@ -177,14 +182,20 @@ def _decode(b: _Builder, stem: str, stored: StoredTensor) -> str:
 def _to_float(b: _Builder, stem: str, raw: str, stored: StoredTensor, *, scale: np.ndarray | None = None) -> str:
     """A stored fp16/int8 tensor name -> float32 values (`scale`: the broadcastable int8 scales)."""
     out = b.op("Cast", [raw], stem=f"{stem}_f32" if stored.storage == "fp16" else f"{stem}_q_f32", to=TensorProto.FLOAT, decode=True)
-    b.info.quantised_nodes.append(b.nodes[-1].name)
+    b.info.quantised_nodes.append(b.last_node)
     if stored.storage == "fp16":
+        if b.decode_sink is not None:
+            # read from inside a Loop body: ONNX Runtime 1.32's FuseInitializersTransformer fails
+            # at session start on an fp16 -> fp32 Cast whose only readers are in a subgraph (an
+            # implicit input of the Loop); a Reshape to the same shape (folded at load) reads it instead
+            dims = [int(d) for d in b.inits[raw].dims]
+            out = b.op("Reshape", [out, b.i64("shape", dims)], stem=f"{stem}_f32_outer", decode=True)
         return out
     if scale is None:
         scale = np.asarray(stored.scale, dtype=np.float32)
         scale = scale if stored.axis is None else np.expand_dims(scale, stored.axis)
     out = b.op("Mul", [out, b.const(f"{stem}_scale", np.asarray(scale, dtype=np.float32))], stem=f"{stem}_f32", decode=True)
-    b.info.quantised_nodes.append(b.nodes[-1].name)
+    b.info.quantised_nodes.append(b.last_node)
     return out
 
 
@@ -273,7 +284,8 @@ def _linear_grouped(b: _Builder, stem: str, lin: Linear, x: str, key: str, sourc
 # --- graph sections ------------------------------------------------------------------------------
 
 
-def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> str:
+def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None, *, categorical: str = INPUT_CATEGORICAL,
+           numerical: str = INPUT_NUMERICAL) -> str:
     """categorical (B, F) int64, numerical (B, D) -> x0 (B, d0). Invalid ids read row 0 (OOV).
 
     The ids are checked once for all fields, (B, F). Then the fewest row lookups:
@@ -294,7 +306,7 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     d_embedded = 0
     if model.field_index:
         fields = b.i64("kept_fields", list(model.field_index))
-        ids = b.op("Gather", [INPUT_CATEGORICAL, fields], stem="ids", axis=1)  # (B, F kept)
+        ids = b.op("Gather", [categorical, fields], stem="ids", axis=1)  # (B, F kept)
         vocab = [int(t.shape[0]) for t in model.embeddings]
         ok = b.op("And", [
             b.op("GreaterOrEqual", [ids, b.i64("zero", 0)], stem="ids_nonneg"),
@@ -315,9 +327,9 @@ def _embed(b: _Builder, model: CompiledModel, source: WeightSource | None) -> st
     keep = np.asarray(model.numerical_keep, dtype=np.int64)
     if len(keep):
         if len(keep) == len(model.spec.numerical) and np.array_equal(keep, np.arange(len(keep))):
-            parts.append(INPUT_NUMERICAL)
+            parts.append(numerical)
         else:
-            parts.append(b.op("Gather", [INPUT_NUMERICAL, b.i64("numerical_keep", keep)], stem="numerical_kept", axis=1))
+            parts.append(b.op("Gather", [numerical, b.i64("numerical_keep", keep)], stem="numerical_kept", axis=1))
         columns.append(np.arange(d_embedded, d_embedded + len(keep)))
     if not parts:
         raise ConfigError("the compiled model reads no input feature; it cannot be exported")
@@ -494,6 +506,84 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     return b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs", axis=0)  # (T, B, d)
 
 
+def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None) -> str:
+    """x0 (B, d0) -> per-task representation (T, B, d), memory mode: ONE Loop over the experts.
+
+    Iteration e runs expert e through every trunk layer (masked layers rebuilt from their
+    bitsets, exporters.onnx_bitset.memory_expert) and adds its routed share to a running
+    sum carried from iteration to iteration:
+        acc (T, B, d) += gate_weights[:, :, e] (T, B, 1) * h_e (B, d)
+    so that at any time one expert's weights and one expert's activations exist, and no
+    (E, B, width) tensor does (at batch 512 the stacked outputs of per-layer Loops and their
+    concatenation were most of the session's peak).
+    """
+    tasks = len(model.tasks)
+    e_count = model.layers[0].experts
+    d_out = model.layers[-1].scale.shape[1]
+    x = _select_columns(b, x0, model.layers[0].input_index, 1, "layer0")  # (B, in0), shared by the experts
+    if model.routing == "softmax":
+        if model.gates is None:
+            raise ConfigError("softmax routing without gates in the compiled model; recompile it")
+        logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
+        logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
+        weights = b.op("Softmax", [logits], stem="gate_weights", axis=-1)
+        weights = b.op("Transpose", [weights], stem="gate_weights_tbe", perm=[1, 0, 2])  # (T, B, E)
+    else:
+        if model.fixed_expert is None:
+            raise ConfigError("fixed routing without fixed_expert in the compiled model; recompile it")
+        onehot = np.zeros((tasks, 1, e_count), dtype=np.float32)
+        onehot[np.arange(tasks), 0, list(model.fixed_expert)] = 1.0
+        weights = b.const("fixed_routing", onehot)  # (T, 1, E)
+    # what each layer reads from the outer graph, built before the body (load-time decode nodes stay outside)
+    parts = []
+    for i, layer in enumerate(model.layers):
+        key = f"layers.{i}.weight"
+        if layer.masks is not None:
+            all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
+            b.info.expert_bytes += all_bytes
+            b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+            parts.append(onnx_bitset.memory_parts(b, f"layer{i}", layer, _stored(source, key, layer.weight)))
+        else:  # dense per-expert weights (E, in, out), normalisation scale folded in
+            parts.append(_expert_weights(b, f"layer{i}", layer, key, first=False, experts_mode="bitset", source=source))
+    zero = b.op("ConstantOfShape", [b.op("Concat", [
+        b.i64("tasks", [tasks]),
+        b.op("Slice", [b.op("Shape", [x0], stem="x0_shape"), b.i64("start", [0]), b.i64("end", [1])], stem="batch_size"),
+        b.i64("width", [d_out]),
+    ], stem="sum_shape", axis=0)], stem="sum_zero", value=helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0]))  # (T, B, d)
+
+    outer_nodes, b.nodes = b.nodes, []
+    e = b._fresh("expert_index")
+    cond_in, cond_out = b._fresh("cond_in"), b._fresh("cond_out")
+    acc_in = b._fresh("sum_in")
+    b.op("Identity", [cond_in], output=cond_out)
+    h = x
+    for i, (layer, part) in enumerate(zip(model.layers, parts)):
+        stem = f"layer{i}"
+        if i:
+            h = _select_columns(b, h, layer.input_index, 1, stem)  # (B, in)
+        if layer.masks is not None:
+            h = onnx_bitset.memory_expert(b, stem, layer, h, e, part)  # (B, out)
+        else:
+            w = b.op("Gather", [part, e], stem=f"{stem}_weight_e", axis=0)  # (in, out)
+            y = b.op("MatMul", [h, w], stem=f"{stem}_matmul_e")
+            y = b.op("Add", [y, b.op("Gather", [b.const(f"{stem}_shift", layer.shift), e], stem=f"{stem}_shift_e", axis=0)],
+                     stem=f"{stem}_affine")
+            h = b.op("Relu", [y], stem=f"{stem}_out")
+    share = b.op("Gather", [weights, e], stem="gate_weight_e", axis=2)  # (T, B) or (T, 1)
+    share = b.op("Unsqueeze", [share, b.i64("axis2", [2])], stem="gate_weight_e_3d")  # (T, B, 1)
+    acc_out = b.op("Add", [acc_in, b.op("Mul", [share, h], stem="routed_e")], stem="sum_out")  # (T, B, d)
+    body_nodes, b.nodes = b.nodes, outer_nodes
+    body = helper.make_graph(
+        body_nodes, "expert_loop",
+        [helper.make_tensor_value_info(e, TensorProto.INT64, []), helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(acc_in, TensorProto.FLOAT, [tasks, BATCH_DIM, d_out])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(acc_out, TensorProto.FLOAT, [tasks, BATCH_DIM, d_out])],
+    )
+    trips = b.const("expert_count", np.array(e_count, dtype=np.int64))
+    return b.op("Loop", [trips, "", zero], stem="task_inputs", body=body)  # (T, B, d)
+
+
 def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
     tasks = len(model.tasks)
     branches = None  # (T+1, B, d) after the first level; level 0 reads x0 everywhere
@@ -536,6 +626,11 @@ def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, so
 
 
 def _towers(b: _Builder, model: CompiledModel, h: str, source: WeightSource | None) -> None:
+    _task_outputs(b, model, _tower_probabilities(b, model, h, source))
+
+
+def _tower_probabilities(b: _Builder, model: CompiledModel, h: str, source: WeightSource | None) -> str:
+    """h (T, B, d) -> probabilities (T, B)."""
     if not model.towers:
         raise ConfigError(f"the compiled {model.kind} model has no tower; it cannot be exported")
     for i, lin in enumerate(model.towers):
@@ -545,9 +640,64 @@ def _towers(b: _Builder, model: CompiledModel, h: str, source: WeightSource | No
     if model.towers[-1].weight.shape[1] != 1:
         raise ConfigError("the last tower layer must have one output (the task logit); recompile the model")
     probs = b.op("Sigmoid", [h], stem="probabilities")  # (T, B, 1)
-    probs = b.op("Reshape", [probs, b.i64("shape", [len(model.tasks), -1])], stem="probabilities_tb")  # (T, B)
+    return b.op("Reshape", [probs, b.i64("shape", [len(model.tasks), -1])], stem="probabilities_tb")  # (T, B)
+
+
+def _task_outputs(b: _Builder, model: CompiledModel, probs: str) -> None:
     for t, task in enumerate(model.tasks):
         b.op("Gather", [probs, b.i64(f"task{t}", t)], output=task, stem=f"task{t}", axis=0)  # (B,)
+
+
+# memory mode runs a batch in blocks of this many rows (a Loop around the whole model): the
+# activations a call holds, and so the session's arena high-water mark, stop growing with the
+# batch, for the price of rebuilding the experts once per block (64 / 128 / 256 rows compared
+# in docs/deployment.md)
+MEMORY_ROW_BLOCK = 128
+
+
+def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
+    """memory mode, mixture kinds: the whole model inside a Loop over blocks of MEMORY_ROW_BLOCK rows.
+
+    Iteration i reads rows [i*R, min((i+1)*R, B)) of both inputs, runs embedding, gates, the
+    per-expert Loop (_memory_mixture_trunk) and the towers on them, and appends the block's
+    probabilities (T, r) to a carried (T, rows so far) tensor (T floats per row: copying it
+    per block costs nothing next to a block's matmuls).
+    """
+    tasks = len(model.tasks)
+    block = b.i64("row_block", [MEMORY_ROW_BLOCK])
+    rows = b.op("Slice", [b.op("Shape", [INPUT_CATEGORICAL], stem="input_shape"), b.i64("start", [0]), b.i64("end", [1])],
+                stem="rows")  # (1,) B
+    blocks = b.op("Div", [b.op("Add", [rows, b.i64("block_minus_1", [MEMORY_ROW_BLOCK - 1])], stem="rows_padded"), block],
+                  stem="blocks")  # (1,) ceil(B / R)
+    trips = b.op("Reshape", [blocks, b.i64("scalar", np.zeros(0, np.int64))], stem="block_count")  # ()
+    start_probs = b.const("no_rows", np.zeros((tasks, 0), np.float32))  # (T, 0)
+
+    outer_nodes, b.nodes = b.nodes, []
+    b.decode_sink = outer_nodes
+    i = b._fresh("block_index")
+    cond_in, cond_out = b._fresh("block_cond_in"), b._fresh("block_cond_out")
+    done = b._fresh("probs_in")
+    b.op("Identity", [cond_in], output=cond_out)
+    first = b.op("Mul", [b.op("Unsqueeze", [i, b.i64("axis0", [0])], stem="block_index_1d"), block], stem="block_start")  # (1,)
+    last = b.op("Min", [b.op("Add", [first, block], stem="block_end_full"), rows], stem="block_end")  # (1,)
+    axis0 = b.i64("axis0", [0])
+    cat = b.op("Slice", [INPUT_CATEGORICAL, first, last, axis0], stem="block_categorical")  # (r, F)
+    num = b.op("Slice", [INPUT_NUMERICAL, first, last, axis0], stem="block_numerical")  # (r, D)
+    x0 = _embed(b, model, source, categorical=cat, numerical=num)
+    h = _memory_mixture_trunk(b, model, x0, source)  # (T, r, d)
+    probs = _tower_probabilities(b, model, h, source)  # (T, r)
+    probs_out = b.op("Concat", [done, probs], stem="probs_out", axis=1)  # (T, rows so far)
+    body_nodes, b.nodes = b.nodes, outer_nodes
+    b.decode_sink = None
+    body = helper.make_graph(
+        body_nodes, "row_block_loop",
+        [helper.make_tensor_value_info(i, TensorProto.INT64, []), helper.make_tensor_value_info(cond_in, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(done, TensorProto.FLOAT, [tasks, "rows_done"])],
+        [helper.make_tensor_value_info(cond_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(probs_out, TensorProto.FLOAT, [tasks, "rows_next"])],
+    )
+    probs_all = b.op("Loop", [trips, "", start_probs], stem="probabilities_tb", body=body)  # (T, B)
+    _task_outputs(b, model, probs_all)
 
 
 # --- model -----------------------------------------------------------------------------------------
@@ -575,15 +725,16 @@ def build_model(model: CompiledModel, *, experts: str, opset: int, source: Weigh
         raise ConfigError(f"mode={mode!r} is not a deployment mode; use one of {', '.join(DEPLOY_MODES)}")
     if mode == "memory" and experts != "bitset":
         raise ConfigError("mode 'memory' rebuilds experts from bitsets; use experts='bitset' (or mode 'speed' for dense experts)")
-    if mode == "memory" and opset < BITWISE_AND_OPSET:
-        raise ConfigError(f"mode 'memory' isolates mask bits with BitwiseAnd (opset {BITWISE_AND_OPSET}); use --opset {BITWISE_AND_OPSET} or later")
     b = _Builder(opset, mode)
-    x0 = _embed(b, model, source)
-    if model.kind == "ple":
-        h = _ple_trunk(b, model, x0, experts, source)
+    if mode == "memory" and model.kind != "ple":
+        _memory_row_blocks(b, model, source)
     else:
-        h = _mixture_trunk(b, model, x0, experts, source)
-    _towers(b, model, h, source)
+        x0 = _embed(b, model, source)
+        if model.kind == "ple":
+            h = _ple_trunk(b, model, x0, experts, source)
+        else:
+            h = _mixture_trunk(b, model, x0, experts, source)
+        _towers(b, model, h, source)
 
     spec = model.spec
     inputs = [
