@@ -221,53 +221,64 @@ def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored
     return _affine(b, stem, y, layer)
 
 
+# Up to this many bytes of E dense experts, a small speed-mode layer applies its normalisation
+# scale and drops its pad columns in the load-time chain, so a call runs MatMul + Add + Relu as
+# a dense export does (fused into one Gemm). That costs one more float copy of the experts while
+# folding runs: worth it where per-node work dominates a call (census: batch 512 p50 0.86x ->
+# 0.72x MMoE's and batch 1 0.91x -> 0.85x in one side-by-side `mome-edge bench`, +3 to 4 MiB at
+# load), not for a 4 MiB layer of the paper's sizes (+15 MiB at load for no measurable gain).
+FOLD_AFFINE_MAX_BYTES = 2 * 2**20
+
+
 def _speed_layer_joint(b, stem: str, layer: ExpertLayer, h: str, base: str, *, first: bool) -> str:
     """speed_layer for a small layer: one chain expands all E experts, one matmul per call.
 
-    first: bytes (in, E, out8/8) -> bool (in, E, out8) -> [:out] -> Where with base * scale
-    (in, E, out) -> (in, E*out); later: bytes (E, in, out8/8) -> ... -> (E, in, out). The chain
-    multiplies by the normalisation scale and drops the pad columns, so a call runs what a
-    dense export runs, MatMul + Add + Relu (fused into one Gemm by ONNX Runtime), instead of
-    Slice, Mul, Add and Relu over (E, B, out8) activations after the matmul: census batch 512
-    ran 0.86x MMoE's p50 that way and 0.72x this way, batch 1 0.91x and 0.85x (`mome-edge
-    bench` of both exports, 300 runs). The cost is at session start: folding holds one more
-    float copy of the experts until it ends (census: +3 to 4 MiB added RSS).
+    first: bytes (in, E, out8/8) -> bool (in, E, out8) -> Where with base (in, 1, out8) ->
+    (in, E*out8), the experts side by side for x (B, in); later: bytes (E, in, out8/8) ->
+    (E, in, out8) for a batched matmul on (E, B, in). Below FOLD_AFFINE_MAX_BYTES the chain
+    also drops the pad columns (while they are bools and a shared base) and multiplies by the
+    scale, and the call adds the shift.
     """
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
+    fold_affine = expert_bytes(layer)[0] <= FOLD_AFFINE_MAX_BYTES
+    width = out_dim if fold_affine else out8  # columns of the folded weights
     dec = dict(decode=True)
     bytes_all = speed_bitsets(layer)  # (E, in, out8/8)
     if first:
         bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, out8/8)
-        scale = b.const(f"{stem}_scale", layer.scale[None, :, :])  # (1, E, out)
-    else:
-        scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
     packed = b.const(f"{stem}_expert_bitsets", bytes_all, storage="bitset")
     b.info.bitset_initializers.append(packed)
     index = b.op("Cast", [packed], stem=f"{stem}_expert_bytes", to=TensorProto.INT32, **dec)
     bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_expert_bits", **dec)  # (..., out8/8, 8)
     bits = b.op("Reshape", [bits, b.i64("shape", [*bytes_all.shape[:2], out8])], stem=f"{stem}_expert_mask", **dec)
-    if out8 != out_dim:  # the pad columns go while they are bools and a shared base (every copy folded is kept until folding ends)
+    if fold_affine and out8 != out_dim:
         unpad = [b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])]
         bits = b.op("Slice", [bits, *unpad], stem=f"{stem}_expert_mask_unpadded", **dec)
         base = b.op("Slice", [base, *unpad], stem=f"{stem}_base_unpadded", **dec)  # (in, out)
     if first:
-        base = b.op("Unsqueeze", [base, b.i64("axis1", [1])], stem=f"{stem}_base_e", **dec)  # (in, 1, out)
-    scaled = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
-    weights = b.op("Where", [bits, scaled, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
+        base = b.op("Unsqueeze", [base, b.i64("axis1", [1])], stem=f"{stem}_base_e", **dec)  # (in, 1, width)
+    if fold_affine:
+        scale = b.const(f"{stem}_scale", layer.scale[None, :, :] if first else layer.scale[:, None, :])  # (1, E, out) | (E, 1, out)
+        base = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
+    weights = b.op("Where", [bits, base, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
     if first:
-        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_experts", **dec)
-        b.info.decode_shapes[weights] = (in_dim, e_count * out_dim)
-        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*out)
-        y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
-        y = b.op("Relu", [y], stem=f"{stem}_relu")
-        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out_dim])], stem=f"{stem}_by_expert")  # (B, E, out)
-        return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
-    b.info.decode_shapes[weights] = (e_count, in_dim, out_dim)
-    y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (E, B, out)
-    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
-    return b.op("Relu", [y], stem=f"{stem}_out")
+        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * width])], stem=f"{stem}_experts", **dec)
+        b.info.decode_shapes[weights] = (in_dim, e_count * width)
+        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*width)
+        if fold_affine:
+            y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
+            y = b.op("Relu", [y], stem=f"{stem}_relu")
+        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, width])], stem=f"{stem}_by_expert")  # (B, E, width)
+        y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, width)
+    else:
+        b.info.decode_shapes[weights] = (e_count, in_dim, width)
+        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (E, B, width)
+        if fold_affine:
+            y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
+            return b.op("Relu", [y], stem=f"{stem}_out")
+    return y if fold_affine else _affine(b, stem, y, layer)
 
 
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:

@@ -230,6 +230,25 @@ def test_fields_of_width_zero_are_not_looked_up(tmp_path: Path, weights: str, ze
                                reference_forward(read_artifact(artifact).model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
 
+@pytest.mark.parametrize("fold_affine_max_bytes", [0, 2**30])
+def test_speed_layers_with_and_without_the_normalisation_folded_at_load(monkeypatch, fold_affine_max_bytes: int) -> None:
+    """Small speed-mode layers fold scale and pad removal into the load-time chain, larger ones
+    apply them per call (onnx_bitset.FOLD_AFFINE_MAX_BYTES): both exact, with pad columns (13)."""
+    from mome_edge.exporters import onnx_bitset
+
+    monkeypatch.setattr(onnx_bitset, "FOLD_AFFINE_MAX_BYTES", fold_affine_max_bytes)
+    model = make_compiled("mome", seed=16, hidden=(13, 6))
+    proto = export_onnx(model, mode="speed", simplify=False, validate=False)
+    import re
+
+    per_call_slices = [n for n in proto.graph.node if re.fullmatch(r"mome/layer\d+_unpadded_\d+", n.output[0])]  # on activations
+    assert bool(per_call_slices) == (fold_affine_max_bytes == 0)
+    cat, num = sample_inputs(model.spec, 40, seed=17, invalid=True)
+    for session in SESSION_MODES:
+        np.testing.assert_allclose(_onnx_probs(proto, cat, num, model.tasks, session), reference_forward(model, cat, num),
+                                   rtol=0, atol=PARITY_ATOL_FP32)
+
+
 # --- out-of-vocabulary ids -------------------------------------------------------------------------
 
 
