@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -90,6 +91,10 @@ def run_point(work: Path, dataset: str, kind: str, budget: int | None, weights: 
         "data": summary["dataset"],  # as the run describes it (the synthetic task correlation included)
         "epochs_run": summary["epochs_run"],
         "budget": summary.get("budget", {}).get("shrunk"),
+        # MoME: neurons kept per layer at the switch and the binary expert-mask density (the reading uses them)
+        "neurons_kept": summary.get("neuron_pruning", {}).get("kept"),
+        "neurons_nominal": summary.get("neuron_pruning", {}).get("nominal"),
+        "mask_density": summary.get("masks", {}).get("binary_density"),
     }
 
 
@@ -208,8 +213,30 @@ def reading(results: dict, groups: dict[tuple, list[dict]]) -> list[str]:
             best_kind, best = max(((k, np.mean([p["test_auc"][task] for p in ps])) for k, ps in rivals.items()), key=lambda kv: kv[1])
             parts.append(f"{task} {mome - best:+.4f} vs {best_kind}")
         seeds = min(len(points), *(len(ps) for ps in rivals.values()))
-        out.append(f"- {dataset}, 1/{fraction}, {weights} ({seeds} seeds): " + "; ".join(parts))
+        out.append(f"- {dataset}, 1/{fraction}, {weights} ({seeds} seeds): " + "; ".join(parts) + _mome_shape(points))
     return [*out, ""]
+
+
+def _neurons_kept(point: dict) -> tuple[list[int], list[int]] | None:
+    """(kept, nominal) neurons per layer at MoME's phase switch (inputs of each base layer, then outputs)."""
+    if point.get("neurons_kept") and point.get("neurons_nominal"):
+        return point["neurons_kept"], point["neurons_nominal"]
+    # points run before the fields existed: the budget's own text
+    found = re.search(r"neurons kept per layer \[([\d, ]+)\] of \[([\d, ]+)\]", point.get("budget") or "")
+    return ([int(x) for x in found.group(1).split(",")], [int(x) for x in found.group(2).split(",")]) if found else None
+
+
+def _mome_shape(points: list[dict]) -> str:
+    """What the budget left of MoME: mean neurons kept per layer and mean expert-mask density."""
+    shapes = [k for k in map(_neurons_kept, points) if k]
+    density = [p["mask_density"] for p in points if p.get("mask_density") is not None]
+    parts = []
+    if shapes and len({tuple(nominal) for _, nominal in shapes}) == 1:
+        kept = np.mean([k for k, _ in shapes], axis=0)
+        parts.append("neurons kept " + ", ".join(f"{v:.0f}" for v in kept) + " of " + ", ".join(map(str, shapes[0][1])))
+    if density:
+        parts.append(f"mask density {np.mean(density):.2f}")
+    return f" (MoME: {'; '.join(parts)})" if parts else ""
 
 
 def plot(results: dict, path: Path) -> None:
