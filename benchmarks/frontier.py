@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -31,12 +32,16 @@ import numpy as np
 from mome_edge.atomic import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
-# the synthetic MMoE generator at a low task correlation, where experts matter
+# the synthetic MMoE generator at a low task correlation, where experts matter (the MMoE
+# paper's point: the less related the tasks, the more a shared bottom loses to experts)
+SYNTHETIC_ROWS = 60_000
+SYNTHETIC_CORRELATION = 0.2
 DATASET_ARGS = {
     "census-income": ["--dataset", "census-income"],
-    "synthetic": ["--dataset", "synthetic", "--synthetic-rows", "60000"],
+    "synthetic": ["--dataset", "synthetic", "--synthetic-rows", str(SYNTHETIC_ROWS),
+                  "--synthetic-correlation", str(SYNTHETIC_CORRELATION)],
 }
-SYNTHETIC_CORRELATION = 0.2  # documented for the reader; the generator's default correlation is used (see --help of train)
+DATASET_TITLES = {"synthetic": f"synthetic: the MMoE generator, {SYNTHETIC_ROWS:,} rows, task correlation {SYNTHETIC_CORRELATION}"}
 
 
 def reference_bytes(dataset: str) -> int:
@@ -48,7 +53,9 @@ def reference_bytes(dataset: str) -> int:
     from mome_edge.runs import DatasetRef
     from mome_edge.train.model import build_model
 
-    ref = DatasetRef(name=dataset, synthetic_rows=60_000 if dataset == "synthetic" else None, data_dir=os.environ.get("MOME_DATA_DIR"))
+    synthetic = dataset == "synthetic"  # the same data the points train on (DATASET_ARGS)
+    ref = DatasetRef(name=dataset, synthetic_rows=SYNTHETIC_ROWS if synthetic else None,
+                     synthetic_correlation=SYNTHETIC_CORRELATION if synthetic else None, data_dir=os.environ.get("MOME_DATA_DIR"))
     spec = ref.load().spec
     torch.manual_seed(0)
     return compiled_size(build_model(ModelConfig(kind="mmoe"), spec), spec, weights="fp32", metadata={}).bytes
@@ -81,8 +88,13 @@ def run_point(work: Path, dataset: str, kind: str, budget: int | None, weights: 
         "test_auc": report["test_auc"],
         "validation_auc": {t: m["auc"] for t, m in summary["validation"].items()},
         "train_s": train_s,
+        "data": summary["dataset"],  # as the run describes it (the synthetic task correlation included)
         "epochs_run": summary["epochs_run"],
         "budget": summary.get("budget", {}).get("shrunk"),
+        # MoME: neurons kept per layer at the switch and the binary expert-mask density (the reading uses them)
+        "neurons_kept": summary.get("neuron_pruning", {}).get("kept"),
+        "neurons_nominal": summary.get("neuron_pruning", {}).get("nominal"),
+        "mask_density": summary.get("masks", {}).get("binary_density"),
     }
 
 
@@ -175,7 +187,7 @@ def render(results: dict) -> str:
             budget = "default" if fraction == 0 else f"1/{fraction} ({ref // fraction:,})"
             rows.append(f"| {budget} | {kind} | {weights} | {len(points)} | {np.mean([p['file_bytes'] for p in points]):,.0f} |"
                         + " |".join(aucs) + f" | {np.mean([p['train_s'] for p in points]):,.0f} |")
-        lines += [f"### {dataset} (default MMoE fp32: {ref:,} bytes)", "",
+        lines += [f"### {DATASET_TITLES.get(dataset, dataset)} (default MMoE fp32: {ref:,} bytes)", "",
                   "| budget (bytes) | model | weights | seeds | file bytes (mean) | " + " | ".join(f"test AUC {t} (mean ± std)" for t in tasks or [])
                   + " | train s (mean) |", "|---|---|---|---:|---:|" + "---:|" * len(tasks or []) + "---:|", *rows, ""]
     lines += reading(results, groups)
@@ -201,8 +213,30 @@ def reading(results: dict, groups: dict[tuple, list[dict]]) -> list[str]:
             best_kind, best = max(((k, np.mean([p["test_auc"][task] for p in ps])) for k, ps in rivals.items()), key=lambda kv: kv[1])
             parts.append(f"{task} {mome - best:+.4f} vs {best_kind}")
         seeds = min(len(points), *(len(ps) for ps in rivals.values()))
-        out.append(f"- {dataset}, 1/{fraction}, {weights} ({seeds} seeds): " + "; ".join(parts))
+        out.append(f"- {dataset}, 1/{fraction}, {weights} ({seeds} seeds): " + "; ".join(parts) + _mome_shape(points))
     return [*out, ""]
+
+
+def _neurons_kept(point: dict) -> tuple[list[int], list[int]] | None:
+    """(kept, nominal) neurons per layer at MoME's phase switch (inputs of each base layer, then outputs)."""
+    if point.get("neurons_kept") and point.get("neurons_nominal"):
+        return point["neurons_kept"], point["neurons_nominal"]
+    # points run before the fields existed: the budget's own text
+    found = re.search(r"neurons kept per layer \[([\d, ]+)\] of \[([\d, ]+)\]", point.get("budget") or "")
+    return ([int(x) for x in found.group(1).split(",")], [int(x) for x in found.group(2).split(",")]) if found else None
+
+
+def _mome_shape(points: list[dict]) -> str:
+    """What the budget left of MoME: mean neurons kept per layer and mean expert-mask density."""
+    shapes = [k for k in map(_neurons_kept, points) if k]
+    density = [p["mask_density"] for p in points if p.get("mask_density") is not None]
+    parts = []
+    if shapes and len({tuple(nominal) for _, nominal in shapes}) == 1:
+        kept = np.mean([k for k, _ in shapes], axis=0)
+        parts.append("neurons kept " + ", ".join(f"{v:.0f}" for v in kept) + " of " + ", ".join(map(str, shapes[0][1])))
+    if density:
+        parts.append(f"mask density {np.mean(density):.2f}")
+    return f" (MoME: {'; '.join(parts)})" if parts else ""
 
 
 def plot(results: dict, path: Path) -> None:

@@ -242,6 +242,8 @@ def main() -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--train-args", default="", help="extra `mome-edge train` flags for the one-epoch stage, e.g. '--gate-lr 0.02'")
     parser.add_argument("--append", action="store_true", help="add the one-epoch results to those in scale.json instead of replacing them")
+    parser.add_argument("--threads", type=int, default=CPUS,
+                        help=f"threads of the one-epoch stage's single process (default {CPUS}: all cores; 1 on a shared machine)")
     args = parser.parse_args()
     stages = set(args.stages.split(","))
     if not stages or not stages <= set(STAGES):
@@ -273,7 +275,7 @@ def main() -> None:
     for rows in epoch_rows if "one-epoch" in stages else ():
         extra = tuple(args.train_args.split())
         result = train_one_epoch(args.work / f"rows-{rows}" / "prepared", args.work / "runs" / f"phase1-{rows}",
-                                 phase="neuron-masking", processes=1, threads=CPUS, extra=extra)
+                                 phase="neuron-masking", processes=1, threads=args.threads, extra=extra)
         report["one_epoch"].append({"epoch_rows": report["data"][str(rows)]["rows"]["train"], **result})
         save()
     for phase, rows in (("neuron-masking", scaling_rows), ("expert-masking", args.phase2_rows)) if "scaling" in stages else ():
@@ -315,13 +317,13 @@ def render(report: dict) -> str:
             f"| {d['rows']['train']:,} | {d['generated_rows']:,} | {d['generate_rows_per_s']:,.0f} | {d['raw_parquet_bytes'] / 2**20:,.0f} | "
             f"{d['prepare_rows_per_s']:,.0f} | {d['prepare_peak_rss_mib']:,.0f} | {d['prepared_bytes'] / 2**20:,.0f} |"
         )
-    lines += ["", "| epoch (phase 1) rows | extra train flags | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) | neurons kept per layer (of nominal) |",
-              "|---:|---|---:|---:|---:|---|---|"]
+    lines += ["", "| epoch (phase 1) rows | extra train flags | threads | epoch s | rows/s | peak RSS MiB | validation AUC (ctr / ctcvr) | neurons kept per layer (of nominal) |",
+              "|---:|---|---:|---:|---:|---:|---|---|"]
     for r in report["one_epoch"]:
         auc = " / ".join(f"{v:.4f}" for v in r["validation_auc"].values())
         kept = r.get("neurons_kept")
         kept_text = "n/a" if not kept else ", ".join(f"{k} / {n}" for k, n in zip(kept["kept"], kept["nominal"]))
-        lines.append(f"| {r['epoch_rows']:,} | {' '.join(r.get('train_args', [])) or '-'} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} | {kept_text} |")
+        lines.append(f"| {r['epoch_rows']:,} | {' '.join(r.get('train_args', [])) or '-'} | {r['threads_per_process']} | {r['epoch_seconds']:,.0f} | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | {auc} | {kept_text} |")
     lines += ["", "| phase | rows | processes x threads | rows/s | peak RSS MiB (largest process) | peak RSS MiB (all processes) |",
               "|---|---:|---|---:|---:|---:|"]
     for r in report["scaling"]:

@@ -52,6 +52,10 @@ def train(
     patience: int = typer.Option(_defaults_train.patience, "--patience", help="Early-stopping patience (validation mean AUC)."),
     max_rows: Optional[int] = typer.Option(None, "--max-rows", help="Read only the first N rows of the data (quick runs)."),
     synthetic_rows: Optional[int] = typer.Option(None, "--synthetic-rows", help="Rows to generate for synthetic data sets."),
+    synthetic_correlation: Optional[float] = typer.Option(
+        None, "--synthetic-correlation", help="Task correlation p in [-1, 1] of --dataset synthetic (default 0.5; low p: the tasks "
+        "need different experts). Recorded in run.json, so evaluate and compile regenerate the same data.",
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     stop_after_epoch: Optional[int] = typer.Option(
         None, "--stop-after-epoch", help="Stop once epoch N is checkpointed (time-limited jobs); --resume continues the run."
@@ -81,12 +85,17 @@ def train(
         gate_lr=gate_lr, lambda_neuron=lambda_neuron, lambda_expert=lambda_expert, patience=patience, seed=seed,
         gate_schedule=gate_schedule, budget_bytes=None if budget is None else parse_size(budget), budget_weights=budget_weights,
     )
+    from mome_edge.data.registry import check_synthetic_correlation
+
+    # before anything is created or loaded: a bad value is one error line and no run folder
+    check_synthetic_correlation(synthetic_correlation, dataset, flag="--synthetic-correlation")
     if prepared is not None:
         ref = DatasetRef.prepared(prepared, seed=split_seed)
     else:
         ref = DatasetRef(
             name=dataset, spec_path=str(spec.resolve()) if spec is not None else None, data_dir=data_dir_or_none(data_dir),
             seed=split_seed, task_group=task_group, max_rows=max_rows, synthetic_rows=synthetic_rows,
+            synthetic_correlation=synthetic_correlation,
         )
     from mome_edge.cli.main import INVOCATION_ARGS
     from mome_edge.train.launch import TrainJob, run_training_job

@@ -41,6 +41,7 @@ class DatasetRef:
     task_group: str = "income-marital"
     max_rows: int | None = None
     synthetic_rows: int | None = None
+    synthetic_correlation: float | None = None  # task correlation of "synthetic" (None: the generator's default)
 
     @classmethod
     def prepared(cls, folder: Path, *, seed: int = 0) -> "DatasetRef":
@@ -79,11 +80,14 @@ class DatasetRef:
             task_group=self.task_group,
             max_rows=self.max_rows,
             synthetic_rows=self.synthetic_rows,
+            synthetic_correlation=self.synthetic_correlation,
         )
 
     def describe(self) -> str:
         if self.is_prepared:
             return f"prepared {Path(str(self.data_dir)).name}"
+        if self.synthetic_correlation is not None:
+            return f"{self.name} (task correlation {self.synthetic_correlation:g})"
         return self.name or f"spec {self.spec_path}"
 
 

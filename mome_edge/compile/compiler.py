@@ -305,6 +305,10 @@ def run_metadata(run_dir: str | Path, info, summary: Mapping[str, Any]) -> dict[
     dataset.pop("data_dir", None)  # machine-specific path
     spec_path = dataset.pop("spec_path", None)
     dataset["spec_file"] = Path(spec_path).name if spec_path else None
+    if dataset.get("synthetic_correlation") is None:
+        # recorded only when set: the manifests (and so the byte counts) of every other run
+        # stay exactly what they were before the option existed
+        dataset.pop("synthetic_correlation", None)
     keys = ("validation", "test", "selected_epoch", "epochs_run", "phase", "parameters", "before_hardening",
             "hardening_auc_change", "neuron_pruning", "masks", "budget")
     return {

@@ -8,7 +8,7 @@ from pathlib import Path
 from mome_edge.data.aliexpress import load_aliexpress
 from mome_edge.data.census import TASK_GROUPS, load_census
 from mome_edge.data.synthetic import DEFAULT_ROWS as SYNTHETIC_ROWS
-from mome_edge.data.synthetic import make_mmoe_synthetic
+from mome_edge.data.synthetic import DEFAULT_CORRELATION, make_mmoe_synthetic
 from mome_edge.data.synthetic_aliexpress import DEFAULT_ROWS as SYNTHETIC_ALIEXPRESS_ROWS
 from mome_edge.data.synthetic_aliexpress import load_synthetic_aliexpress
 from mome_edge.data.types import DataSplits
@@ -27,6 +27,7 @@ def load_dataset(
     task_group: str = "income-marital",
     max_rows: int | None = None,
     synthetic_rows: int | None = None,
+    synthetic_correlation: float | None = None,
 ) -> DataSplits:
     """Load a data set as encoded train/validation/test splits.
 
@@ -38,6 +39,8 @@ def load_dataset(
             data sets ignore it.
         max_rows: read only the first max_rows rows (of each file for aliexpress).
         synthetic_rows: rows to generate for the synthetic data sets.
+        synthetic_correlation: task correlation p in [-1, 1] of the "synthetic" generator
+            (None: its default, DEFAULT_CORRELATION); any other data set refuses it.
     Raises:
         DataError: unknown name, missing files, malformed data (the message names the fix).
     """
@@ -50,6 +53,7 @@ def load_dataset(
     for arg, value in (("max_rows", max_rows), ("synthetic_rows", synthetic_rows)):
         if value is not None and (not _is_int(value) or value < 1):
             raise DataError(f"{arg}={value!r} must be a positive integer (or left unset)")
+    check_synthetic_correlation(synthetic_correlation, name)
     seed = int(seed)
     max_rows = None if max_rows is None else int(max_rows)
     synthetic_rows = None if synthetic_rows is None else int(synthetic_rows)
@@ -67,9 +71,23 @@ def load_dataset(
         if max_rows is not None:
             n_rows = min(n_rows, max_rows)
         if name == "synthetic":
-            return make_mmoe_synthetic(n_rows, seed=seed)
+            correlation = DEFAULT_CORRELATION if synthetic_correlation is None else float(synthetic_correlation)
+            return make_mmoe_synthetic(n_rows, correlation=correlation, seed=seed)
         return load_synthetic_aliexpress(n_rows, seed=seed)
     raise DataError(f"unknown data set {name!r}; use one of {', '.join(DATASET_NAMES)}, or a TOML spec via spec_path")
+
+
+def check_synthetic_correlation(value: object, dataset: str | None, *, flag: str = "synthetic_correlation") -> None:
+    """DataError unless `value` is None or a task correlation in [-1, 1] for the "synthetic" data set.
+
+    Any other data set refuses a correlation instead of ignoring it: a run that asked for
+    p = 0.2 and silently trained on other data would report numbers for the wrong question."""
+    if value is None:
+        return
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not -1.0 <= float(value) <= 1.0:  # NaN fails too
+        raise DataError(f"{flag}={value!r} is not a task correlation; pass a number in [-1, 1] (default {DEFAULT_CORRELATION})")
+    if dataset != "synthetic":
+        raise DataError(f"{flag} applies only to the 'synthetic' data set, not {dataset or 'a spec or prepared data'!r}; drop it or use --dataset synthetic")
 
 
 def _is_int(value: object) -> bool:

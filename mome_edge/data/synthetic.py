@@ -26,6 +26,7 @@ from mome_edge.errors import DataError
 
 DATASET = "synthetic"
 DEFAULT_ROWS = 20_000  # a demo trains on this in well under a minute on 2 CPU cores
+DEFAULT_CORRELATION = 0.5  # task correlation p when none is given (`--synthetic-correlation`)
 BUCKET_SIZES: tuple[int, ...] = (10, 20, 30, 50)  # cycled over the categorical fields
 TASKS: tuple[str, ...] = ("task1", "task2")
 SPLIT = SplitFractions(validation=0.2, test=0.2)
@@ -46,7 +47,7 @@ class MMoESyntheticArrays:
 def make_mmoe_arrays(
     n_rows: int,
     *,
-    correlation: float = 0.5,
+    correlation: float = DEFAULT_CORRELATION,
     n_features: int = 32,
     n_categorical: int = 4,
     n_sines: int = 10,
@@ -102,7 +103,7 @@ def make_mmoe_arrays(
 def make_mmoe_synthetic(
     n_rows: int = DEFAULT_ROWS,
     *,
-    correlation: float = 0.5,
+    correlation: float = DEFAULT_CORRELATION,
     n_features: int = 32,
     n_categorical: int = 4,
     seed: int = 0,

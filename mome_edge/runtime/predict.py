@@ -264,7 +264,7 @@ def load_artifact_split(model: CompiledModel, dataset: str, *, split: str = "tes
         recorded = {}
     settings = {}
     if recorded.get("name") == dataset:  # the same split and encoders as at training
-        kinds = {"seed": int, "task_group": str, "max_rows": int, "synthetic_rows": int}
+        kinds = {"seed": int, "task_group": str, "max_rows": int, "synthetic_rows": int, "synthetic_correlation": (float, int)}
         settings = {k: recorded[k] for k, kind in kinds.items() if isinstance(recorded.get(k), kind) and not isinstance(recorded.get(k), bool)}
     data = load_dataset(dataset, data_dir=data_dir, **settings)
     if data.spec.to_json() != model.spec.to_json():

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mome_edge.data import DATASET_NAMES, default_data_dir, load_dataset
+from mome_edge.data import DATASET_NAMES, default_data_dir, load_dataset, make_mmoe_synthetic
+from mome_edge.data.synthetic import DEFAULT_CORRELATION
 from mome_edge.data import paths as data_paths
 from mome_edge.encoding import CategoricalEncoder, FeatureSpec, NumericalScaler
 from mome_edge.errors import DataError
@@ -47,6 +48,38 @@ def test_exactly_one_of_name_or_spec(kwargs: dict) -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
         load_dataset("census-income", **kwargs)
+
+
+@pytest.mark.parametrize("value", [1.5, -1.01, float("nan"), float("inf"), True, "0.2"])
+def test_synthetic_correlation_out_of_range_is_refused(value: object) -> None:
+    with pytest.raises(DataError, match=r"synthetic_correlation=.* is not a task correlation; pass a number in \[-1, 1\]"):
+        load_dataset("synthetic", synthetic_rows=500, synthetic_correlation=value)
+
+
+@pytest.mark.parametrize("name", ["census-income", "synthetic-aliexpress"])
+def test_synthetic_correlation_only_for_the_synthetic_set(name: str) -> None:
+    # refused before any file is looked for: no data folder is needed to get this error
+    with pytest.raises(DataError, match=f"applies only to the 'synthetic' data set, not '{name}'"):
+        load_dataset(name, synthetic_correlation=0.2)
+
+
+def test_synthetic_correlation_reaches_the_generator() -> None:
+    low = load_dataset("synthetic", synthetic_rows=3_000, synthetic_correlation=0.2)
+    expected = make_mmoe_synthetic(3_000, correlation=0.2)
+    np.testing.assert_array_equal(low.train.labels, expected.train.labels)
+    assert low.spec.label_sources["task1"]["correlation"] == 0.2  # recorded in the feature spec (and so in artifacts)
+    default = load_dataset("synthetic", synthetic_rows=3_000)
+    assert not np.array_equal(low.train.labels, default.train.labels)  # task 2's labels depend on p
+    np.testing.assert_array_equal(low.train.labels[:, 0], default.train.labels[:, 0])  # task 1's do not (w1 = c u1)
+
+
+def test_synthetic_correlation_default_is_unchanged() -> None:
+    # named contract: without the option the data is exactly what it always was (p = 0.5)
+    default = load_dataset("synthetic", synthetic_rows=3_000)
+    explicit = load_dataset("synthetic", synthetic_rows=3_000, synthetic_correlation=0.5)
+    assert DEFAULT_CORRELATION == 0.5
+    np.testing.assert_array_equal(default.train.labels, explicit.train.labels)
+    assert default.spec.to_json() == explicit.spec.to_json()
 
 
 def test_max_rows_caps_synthetic_rows() -> None:

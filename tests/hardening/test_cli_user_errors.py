@@ -117,6 +117,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("train-zero-threads", [*TRAIN, *SYN, "--threads", "0"], ("--threads",)),
     ("train-zero-nproc", [*TRAIN, *SYN, "--nproc", "0"], ("--nproc",)),
     ("train-negative-synthetic-rows", [*TRAIN, "--dataset", "synthetic", "--synthetic-rows", "-5"], ("rows",)),
+    ("train-synthetic-correlation-out-of-range", [*TRAIN, *SYN, "--synthetic-correlation", "-2"], ("--synthetic-correlation", "[-1, 1]")),
+    ("train-synthetic-correlation-not-synthetic", [*TRAIN, "--spec", "{spec}", "--synthetic-correlation", "0.2"], ("only to the 'synthetic'",)),
     ("train-out-under-a-file", ["train", "--model", "mmoe", "--out", "{blocked}", *SYN, "--epochs", "1"], ("blocker",)),
     ("train-out-is-a-file", ["train", "--model", "mmoe", "--out", "{csv}", *SYN, "--epochs", "1"], ("rows.csv",)),
     ("train-into-a-finished-run", ["train", "--model", "mmoe", "--out", "{run}", *SYN, "--epochs", "1"], ("--resume",)),
