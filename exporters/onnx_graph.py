@@ -490,11 +490,7 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     tasks = len(model.tasks)
     e_count = model.layers[-1].experts
     if model.routing == "softmax":
-        if model.gates is None:
-            raise ConfigError("softmax routing without gates in the compiled model; recompile it")
-        logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
-        logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
-        weights = b.op("Softmax", [logits], stem="gate_weights", axis=-1)
+        weights = _gate_weights(b, model, x0, source, tasks, e_count)  # (B, T, E)
         h_be = b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
         mixed = b.op("MatMul", [weights, h_be], stem="mixed")  # (B, T, d)
         return b.op("Transpose", [mixed], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
@@ -504,6 +500,15 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     if fixed == list(range(e_count)):
         return h
     return b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs", axis=0)  # (T, B, d)
+
+
+def _gate_weights(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None, tasks: int, e_count: int) -> str:
+    """x0 (B, d0) -> softmax gate weights (B, T, E) of a softmax-routed mixture."""
+    if model.gates is None:
+        raise ConfigError("softmax routing without gates in the compiled model; recompile it")
+    logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
+    logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
+    return b.op("Softmax", [logits], stem="gate_weights", axis=-1)
 
 
 def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None) -> str:
@@ -522,11 +527,7 @@ def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: We
     d_out = model.layers[-1].scale.shape[1]
     x = _select_columns(b, x0, model.layers[0].input_index, 1, "layer0")  # (B, in0), shared by the experts
     if model.routing == "softmax":
-        if model.gates is None:
-            raise ConfigError("softmax routing without gates in the compiled model; recompile it")
-        logits = _linear_shared_input(b, "gates", model.gates, x0, "gates.weight", source)  # (B, T*E)
-        logits = b.op("Reshape", [logits, b.i64("shape", [-1, tasks, e_count])], stem="gate_logits")  # (B, T, E)
-        weights = b.op("Softmax", [logits], stem="gate_weights", axis=-1)
+        weights = _gate_weights(b, model, x0, source, tasks, e_count)  # (B, T, E)
         weights = b.op("Transpose", [weights], stem="gate_weights_tbe", perm=[1, 0, 2])  # (T, B, E)
     else:
         if model.fixed_expert is None:
