@@ -266,19 +266,17 @@ def _speed_layer_joint(b, stem: str, layer: ExpertLayer, h: str, base: str, *, f
     if first:
         weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * width])], stem=f"{stem}_experts", **dec)
         b.info.decode_shapes[weights] = (in_dim, e_count * width)
-        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*width)
-        if fold_affine:
-            y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
-            y = b.op("Relu", [y], stem=f"{stem}_relu")
-        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, width])], stem=f"{stem}_by_expert")  # (B, E, width)
-        y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, width)
     else:
         b.info.decode_shapes[weights] = (e_count, in_dim, width)
-        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (E, B, width)
-        if fold_affine:
-            y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
-            return b.op("Relu", [y], stem=f"{stem}_out")
-    return y if fold_affine else _affine(b, stem, y, layer)
+    if fold_affine:  # dense, scaled experts: the dense export's call
+        from mome_edge.exporters.onnx_graph import dense_layer_call
+
+        return dense_layer_call(b, stem, layer, h, weights, first=first)
+    y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*out8) | (E, B, out8)
+    if first:
+        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out8])], stem=f"{stem}_by_expert")  # (B, E, out8)
+        y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, out8)
+    return _affine(b, stem, y, layer)
 
 
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:

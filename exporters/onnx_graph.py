@@ -448,11 +448,7 @@ def _first_layer(b: _Builder, stem: str, layer: ExpertLayer, x: str, key: str, e
     if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
         b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=True, experts_mode=experts_mode, source=source)  # (in, E*out)
-    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (B, E*out)
-    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
-    y = b.op("Relu", [y], stem=f"{stem}_relu")
-    y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out_dim])], stem=f"{stem}_by_expert")  # (B, E, out)
-    return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
+    return dense_layer_call(b, stem, layer, x, w, first=True)
 
 
 def _bitset_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, source: WeightSource | None, *,
@@ -475,9 +471,24 @@ def _later_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, e
     if layer.masks is not None:  # a masked layer exported with experts="dense": all E experts held
         b.info.expert_bytes += 4 * layer.experts * layer.scale.shape[1] * layer.weight.shape[-1]
     w = _expert_weights(b, stem, layer, key, first=False, experts_mode=experts_mode, source=source)  # (E, in, out)
-    y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (E, B, out)
-    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
-    return b.op("Relu", [y], stem=f"{stem}_out")
+    return dense_layer_call(b, stem, layer, h, w, first=False)
+
+
+def dense_layer_call(b: _Builder, stem: str, layer: ExpertLayer, h: str, w: str, *, first: bool) -> str:
+    """What a call runs for a layer whose experts are dense and scaled (stored dense, or folded at
+    load by speed mode): MatMul + shift + ReLU, one Gemm after ONNX Runtime's fusions.
+
+    first: h (B, in), w (in, E*out) -> (E, B, out); later: h (E, B, in), w (E, in, out) -> (E, B, out).
+    """
+    e_count, out_dim = layer.scale.shape
+    y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (B, E*out) | (E, B, out)
+    if not first:
+        y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift[:, None, :])], stem=f"{stem}_affine")
+        return b.op("Relu", [y], stem=f"{stem}_out")
+    y = b.op("Add", [y, b.const(f"{stem}_shift", layer.shift.reshape(-1))], stem=f"{stem}_affine")
+    y = b.op("Relu", [y], stem=f"{stem}_relu")
+    y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out_dim])], stem=f"{stem}_by_expert")  # (B, E, out)
+    return b.op("Transpose", [y], stem=f"{stem}_out", perm=[1, 0, 2])  # (E, B, out)
 
 
 def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
