@@ -31,7 +31,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mome_edge.exporters import onnx_bitset
-from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear, PleLevel
+from mome_edge.artifact.compiled import CompiledModel, ExpertLayer, Linear
 from mome_edge.errors import ConfigError
 from mome_edge.runtime.onnx_integrity import META_SHA256, UNSIGNED
 from mome_edge.artifact.masks import BIT_ORDER
