@@ -148,8 +148,15 @@ def main() -> None:
             budget = None if fraction is None else results["reference_bytes"][dataset] // fraction
             print(f"{key} (budget {budget})", file=sys.stderr, flush=True)
             record = run_point(args.work, dataset, kind, budget, weights, seed, args.threads)
-            results["points"][key] = {"dataset": dataset, "kind": kind, "fraction": fraction, "budget_bytes": budget,
-                                      "weights": weights, "seed": seed, **record}
+            point = {"dataset": dataset, "kind": kind, "fraction": fraction, "budget_bytes": budget,
+                     "weights": weights, "seed": seed, **record}
+            # re-read before writing: two runs of this script (disjoint --kinds/--datasets, one per
+            # core) then add to one file instead of overwriting each other's points
+            if path.is_file():
+                on_disk = json.loads(path.read_text())
+                results["points"] = {**on_disk["points"], **results["points"]}
+                results["reference_bytes"] = {**on_disk["reference_bytes"], **results["reference_bytes"]}
+            results["points"][key] = point
             atomic_write_json(path, results)
     atomic_write_text(args.out / "frontier.md", render(results) + "\n")
     plot(results, args.out / "frontier.png")

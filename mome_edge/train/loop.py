@@ -251,10 +251,9 @@ class Trainer:
                 keep, switch_bytes = mome_neuron_keep(model, spec, target_bytes=self.budget.ceiling_bytes,
                                                       weights=self.budget.weights, metadata=metadata)
                 state.reports.setdefault("budget_steps", {})["neuron_switch_bytes"] = switch_bytes
-            # with a budget the experts start as the fully open base that the neuron budget sized,
-            # and stay open unless their task signal closes them (no expert penalty: every
-            # closed weight would have to pay for its mask bits, see plan_budget)
-            model, report = remove_closed_neurons(model, spec, keep=keep, expert_mu_init=None if keep is None else 1.0)
+            # with a budget the experts are carved as without one (the expert penalty, gates
+            # starting where they always start); the masks are fitted to the budget at hardening
+            model, report = remove_closed_neurons(model, spec, keep=keep)
             state.reports["neuron_pruning"] = pruning_json(report)
             if keep is not None:
                 state.reports["budget_steps"]["neurons"] = {"kept": list(report.kept), "nominal": list(report.nominal)}
@@ -297,8 +296,6 @@ class Trainer:
         costs = self._costs(model)
         if steering:  # lambda follows the expected bytes (a function of the gates: nothing to checkpoint)
             weight = self.schedule.steer(model, costs, self.budget.target_share)
-        elif self.budget is not None and state.phase is TrainingPhase.EXPERT_MASKING:
-            weight = 0.0  # the budget was spent at the neuron switch; the masks are trimmed to it at hardening
         else:
             weight = TRANSITIONS[state.phase].penalty_weight(self.config)
         plan = dict(batch_size=self.config.batch_size, seed=self.config.seed, epoch=state.epoch, ctx=self.dist)
