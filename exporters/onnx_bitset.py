@@ -9,9 +9,8 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         allocated until folding ends, so the chains are kept short:
         - small layers (E dense experts <= FOLD_AFFINE_MAX_BYTES, e.g. census):
             bytes (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool
-            -> Where(bits, base * scale, 0) -> the dense export's weights; the base in union
-            layout (only entries some expert uses, placed by a union bitset; int32 CumSum +
-            Gather, folded too); a call runs the dense export's layer;
+            -> Where(bits, base * scale, 0) -> the dense export's scaled weights (the base
+            stored whole); a call runs the dense export's layer;
         - larger layers: the base stored whole in the bitsets' layout (in, C, 8), C = out8/8,
             bytes (in, C) -> Cast int32 -> Gather(bit table) -> bool (in, C, 8)
             -> Where(bits, base, 0) -> expert (in, C, 8), Reshape-d to (in, out8) at call
@@ -93,52 +92,6 @@ def plane_bitsets(layer: ExpertLayer) -> np.ndarray:
     e_count, in_dim, out8 = bits.shape
     planes = bits.reshape(e_count, in_dim, 8, out8 // 8).transpose(0, 1, 3, 2)  # (E, in, C, 8): the 8 planes last
     return np.packbits(planes, axis=3, bitorder="big").reshape(e_count, 1, in_dim, out8 // 8)
-
-
-def base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
-    """The shared base weight as float32 (in, out8): W^T with zero pad columns, decoded at
-    session start from union layout (speed mode).
-
-    The union bitset (in, out8) and the used values in row-major order are stored; decoded by
-        bits  = Gather(table_i32, union bytes)            int32 0/1
-        rank  = CumSum(bits) * bits                       k-th used entry -> k, unused -> 0
-        value = Gather([0, values...], rank)              unused entries read the leading 0
-    in int32 (4 bytes per base weight per step, not int64's 8); int8 values are dequantised
-    after the gather (one scale per output column, or one for all).
-    """
-    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
-
-    e_count, out_dim = layer.scale.shape
-    in_dim = layer.weight.shape[-1]
-    out8 = padded_width(out_dim)
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
-    union = np.zeros((in_dim, out8), dtype=bool)
-    union[:, :out_dim] = layer.masks.any(axis=0).T
-    data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
-    data[:, :out_dim] = stored.data.T
-    values = np.concatenate([np.zeros(1, dtype=data.dtype), data[union]])  # (1 + nnz,): unused entries read values[0]
-    dec = dict(decode=True)
-    packed = b.const(f"{stem}_union_bitset", np.packbits(union, axis=1, bitorder="big"), storage="bitset")  # (in, out8/8)
-    b.info.bitset_initializers.append(packed)
-    index = b.op("Cast", [packed], stem=f"{stem}_union_bytes", to=TensorProto.INT32, **dec)  # Gather reads int32/int64 indices
-    bits = b.op("Gather", [b.const("bit_table_i32", BIT_TABLE.astype(np.int32)), index], stem=f"{stem}_union_bits", **dec)
-    flat = b.op("Reshape", [bits, b.i64("shape", [-1])], stem=f"{stem}_union_flat", **dec)  # (in*out8,) 0/1
-    rank = b.op("CumSum", [flat, b.const("axis0_i32", np.array(0, np.int32))], stem=f"{stem}_union_rank", **dec)
-    rank = b.op("Mul", [rank, flat], stem=f"{stem}_value_index", **dec)
-    vals = b.const(f"{stem}_base_values", values, storage=stored.storage)
-    dense = b.op("Gather", [vals, rank], stem=f"{stem}_base_flat", axis=0, **dec)
-    dense = b.op("Reshape", [dense, b.i64("shape", [in_dim, out8])], stem=f"{stem}_base", **dec)
-    if stored.storage != "fp32":
-        scale = None
-        if stored.storage == "int8":
-            scale = np.zeros(out8, dtype=np.float32)
-            scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)
-            if stored.axis is None:
-                scale = np.asarray(stored.scale, dtype=np.float32).reshape(())
-        dense = _to_float(b, f"{stem}_base", dense, stored, scale=scale)
-    b.info.decode_shapes[dense] = (in_dim, out8)
-    return dense
 
 
 def byte_layout_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
@@ -242,7 +195,7 @@ def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored
         return _speed_layer_bytes(b, stem, layer, h, stored, first=first, split=True)
     if dense_bytes > FOLD_AFFINE_MAX_BYTES:
         return _speed_layer_bytes(b, stem, layer, h, stored, first=first, split=False)
-    return _speed_layer_small(b, stem, layer, h, base_weight(b, stem, layer, stored), first=first)
+    return _speed_layer_small(b, stem, layer, h, stored, first=first)
 
 
 def _call_time_reshape_shape(b, stem: str, h: str, dims: list[int]) -> str:
@@ -325,42 +278,56 @@ def _speed_layer_bytes(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
 
 
-def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, base: str, *, first: bool) -> str:
+def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
     """speed_layer for a small layer: one chain expands all E experts, scaled and without pad
-    columns, and a call runs the dense export's layer (onnx_graph.dense_layer_call).
+    columns, and a call runs MatMul + shift + ReLU as a dense export does:
 
-    first: bytes (in, E, out8/8) -> bool (in, E, out) -> Where with base * scale (in, E, out)
-    -> (in, E*out), the experts side by side for x (B, in); later: bytes (E, in, out8/8) ->
-    (E, in, out) for a batched matmul on (E, B, in).
+        later layers: bits = Reshape(Gather(bit table, Cast int32 (bytes)))  (E, in, out8) bool [Slice -> out]
+                      w = Where(bits, base * scale, 0)   base (in, out) stored whole, scale (E, 1, out)
+                      y = Relu(MatMul(h (E, B, in), w) + shift)
+        first layer:  the same in (in, E, out), then w Reshape-d to (in, E*out): one MatMul for
+                      the shared input (a broadcast (E, in, out) MatMul ran census ~15 % slower)
+
+    Five folded nodes per layer (six for the first): a small model's session start is dominated
+    by ONNX Runtime's per-node folding work, not by its bytes (a union-layout base took 7 more
+    nodes per layer to save a few KB of file).
     """
-    from mome_edge.exporters.onnx_graph import dense_layer_call
+    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float, dense_layer_call
 
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
     dec = dict(decode=True)
-    bytes_all = speed_bitsets(layer)  # (E, in, out8/8)
+    bytes_all = speed_bitsets(layer)  # (E, in, C)
     if first:
-        bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, out8/8)
+        bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
     packed = b.const(f"{stem}_expert_bitsets", bytes_all, storage="bitset")
     b.info.bitset_initializers.append(packed)
     index = b.op("Cast", [packed], stem=f"{stem}_expert_bytes", to=TensorProto.INT32, **dec)
-    bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_expert_bits", **dec)  # (..., out8/8, 8)
+    bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_expert_bits", **dec)  # (.., C, 8)
     bits = b.op("Reshape", [bits, b.i64("shape", [*bytes_all.shape[:2], out8])], stem=f"{stem}_expert_mask", **dec)
     if out8 != out_dim:
-        unpad = [b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])]
-        bits = b.op("Slice", [bits, *unpad], stem=f"{stem}_expert_mask_unpadded", **dec)
-        base = b.op("Slice", [base, *unpad], stem=f"{stem}_base_unpadded", **dec)  # (in, out)
+        bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
+                    stem=f"{stem}_expert_mask_unpadded", **dec)
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
+    union = layer.masks.any(axis=0).T  # (in, out): entries no expert uses are stored as zeros
+    data = np.where(union, np.asarray(stored.data).T, np.zeros((), dtype=stored.data.dtype))
     if first:
-        base = b.op("Unsqueeze", [base, b.i64("axis1", [1])], stem=f"{stem}_base_e", **dec)  # (in, 1, out)
-    scale = b.const(f"{stem}_scale", layer.scale[None, :, :] if first else layer.scale[:, None, :])  # (1, E, out) | (E, 1, out)
-    base = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
-    weights = b.op("Where", [bits, base, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
+        data = data[:, None, :]  # (in, 1, out) against the scale's (1, E, out)
+    base = b.const(f"{stem}_base_{stored.storage}", np.ascontiguousarray(data), storage=stored.storage)
+    if stored.storage != "fp32":
+        scale = None
+        if stored.storage == "int8":
+            scale = np.asarray(stored.scale, dtype=np.float32).reshape(-1 if stored.axis is not None else ())
+        base = _to_float(b, f"{stem}_base", base, stored, scale=scale)
+    scale = layer.scale[None, :, :] if first else layer.scale[:, None, :]  # (1, E, out) | (E, 1, out)
+    scale = b.const(f"{stem}_scale", np.ascontiguousarray(scale, dtype=np.float32))
+    scaled = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
+    weights = b.op("Where", [bits, scaled, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
     if first:
         weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_experts", **dec)
-        b.info.decode_shapes[weights] = (in_dim, e_count * out_dim)
-    else:
-        b.info.decode_shapes[weights] = (e_count, in_dim, out_dim)
+    b.info.decode_shapes[weights] = (in_dim, e_count * out_dim) if first else (e_count, in_dim, out_dim)
     return dense_layer_call(b, stem, layer, h, weights, first=first)
 
 

@@ -69,7 +69,9 @@ def test_a_flipped_weight_byte_is_refused_and_would_otherwise_predict_other_numb
     floats = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
     weight = max(floats, key=lambda t: len(t.raw_data))  # the largest float tensor's bytes
     assert numpy_helper.to_array(weight).dtype == np.float32 and weight.raw_data
-    at = bytes(data).find(weight.raw_data) + 2  # inside the tensor's first float32
+    values = numpy_helper.to_array(weight).reshape(-1)
+    largest = int(np.argmax(np.abs(values)))  # a weight the model reads (a base stored whole has zeros no expert reads)
+    at = bytes(data).find(weight.raw_data) + 4 * largest + 2  # inside that float32
     data[at] ^= 0x40
     damaged = tmp_path / "damaged.onnx"
     damaged.write_bytes(bytes(data))
