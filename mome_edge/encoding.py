@@ -9,7 +9,6 @@ values, so any unseen category maps to a trained embedding row instead of failin
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -35,16 +34,65 @@ def normalise_token(value: Any) -> str | None:
     return None if text in MISSING_TOKENS else text
 
 
-@dataclass(frozen=True, kw_only=True)
-class CategoricalEncoder:
+class _Record:
+    """Immutable value objects with keyword-only construction, equality, hash and repr over
+    `_fields` (what a frozen dataclass gives). Written out rather than generated: the
+    dataclass decorator compiles its methods when the module is imported (about a millisecond
+    per class here), and the device runtime imports these three classes on every cold start."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: {type(self).__name__} is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: {type(self).__name__} is immutable")
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, f) for f in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{f}={getattr(self, f)!r}' for f in self._fields)})"
+
+    def replace(self, **changes: Any):
+        """A copy with some fields changed (validated again)."""
+        return type(self)(**{**{f: getattr(self, f) for f in self._fields}, **changes})
+
+    # immutable: a copy is the object itself (as for tuples); reduce rebuilds through __init__
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo: dict):
+        return self
+
+    def __reduce__(self):
+        return _rebuild, (type(self), {f: getattr(self, f) for f in self._fields})
+
+
+def _rebuild(cls: type, fields: dict[str, Any]):
+    return cls(**fields)
+
+
+class CategoricalEncoder(_Record):
     """One categorical field: value -> id (1..len(vocabulary)); anything else -> OOV_ID."""
 
-    name: str
-    vocabulary: tuple[str, ...]
-    _index: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    __slots__ = ("name", "vocabulary", "_index")
+    _fields = ("name", "vocabulary")
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {v: i + 1 for i, v in enumerate(self.vocabulary)})
+    def __init__(self, *, name: str, vocabulary: tuple[str, ...]) -> None:
+        set_field = object.__setattr__
+        set_field(self, "name", name)
+        set_field(self, "vocabulary", vocabulary)
+        set_field(self, "_index", {v: i + 1 for i, v in enumerate(vocabulary)})
 
     @property
     def size(self) -> int:
@@ -60,29 +108,29 @@ class CategoricalEncoder:
         return {"name": self.name, "vocabulary": list(self.vocabulary)}
 
 
-@dataclass(frozen=True, kw_only=True)
-class NumericalScaler:
+class NumericalScaler(_Record):
     """One numerical field: (t(x) - mean) / std with training statistics; missing -> policy.
 
     t is the identity, or with ``log1p`` the signed log sign(x) * log1p(|x|) (equal to
     log1p for x >= 0), which tames heavy-tailed money columns; mean and std are statistics
     of t(x). Recording the transform here keeps the runtime in step with the trainer.
+    missing: "mean" fills with the training mean (0 after scaling); "error" raises.
     """
 
-    name: str
-    mean: float
-    std: float
-    missing: str = "mean"  # "mean": fill with the training mean (0 after scaling); "error": raise
-    log1p: bool = False
+    __slots__ = ("name", "mean", "std", "missing", "log1p")
+    _fields = __slots__
 
-    def __post_init__(self) -> None:
-        if self.missing not in NUMERICAL_MISSING_POLICIES:
+    def __init__(self, *, name: str, mean: float, std: float, missing: str = "mean", log1p: bool = False) -> None:
+        if missing not in NUMERICAL_MISSING_POLICIES:
             raise DataError(
-                f"numerical field {self.name!r}: missing-value policy {self.missing!r} is not "
+                f"numerical field {name!r}: missing-value policy {missing!r} is not "
                 f"supported; use one of {NUMERICAL_MISSING_POLICIES}"
             )
-        if not (math.isfinite(self.std) and self.std > 0):
-            raise DataError(f"numerical field {self.name!r}: std must be finite and > 0, got {self.std}")
+        if not (math.isfinite(std) and std > 0):
+            raise DataError(f"numerical field {name!r}: std must be finite and > 0, got {std}")
+        set_field = object.__setattr__
+        for key, value in (("name", name), ("mean", mean), ("std", std), ("missing", missing), ("log1p", log1p)):
+            set_field(self, key, value)
 
     def encode(self, values: Iterable[Any]) -> np.ndarray:
         return self.scale(np.asarray([_to_float(v) for v in values], dtype=np.float64))
@@ -132,27 +180,30 @@ def _to_float(value: Any) -> float:
         return math.nan
 
 
-@dataclass(frozen=True, kw_only=True)
-class FeatureSpec:
-    """Everything needed to turn raw rows into model inputs, and to name the outputs."""
+class FeatureSpec(_Record):
+    """Everything needed to turn raw rows into model inputs, and to name the outputs.
 
-    dataset: str
-    categorical: tuple[CategoricalEncoder, ...]
-    numerical: tuple[NumericalScaler, ...]
-    tasks: tuple[str, ...]
-    # label definitions (column + positive values or threshold), kept for documentation and
-    # for encoding labelled raw files; free-form JSON.
-    label_sources: Mapping[str, Any] = field(default_factory=dict)
+    label_sources: label definitions (column + positive values or threshold), kept for
+    documentation and for encoding labelled raw files; free-form JSON.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.tasks:
-            raise DataError(f"data set {self.dataset!r} defines no task; add at least one task")
-        names = [c.name for c in self.categorical] + [n.name for n in self.numerical]
+    __slots__ = ("dataset", "categorical", "numerical", "tasks", "label_sources")
+    _fields = __slots__
+
+    def __init__(self, *, dataset: str, categorical: tuple[CategoricalEncoder, ...], numerical: tuple[NumericalScaler, ...],
+                 tasks: tuple[str, ...], label_sources: Mapping[str, Any] | None = None) -> None:
+        if not tasks:
+            raise DataError(f"data set {dataset!r} defines no task; add at least one task")
+        names = [c.name for c in categorical] + [n.name for n in numerical]
         if not names:
-            raise DataError(f"data set {self.dataset!r} has no feature; add categorical or numerical features")
+            raise DataError(f"data set {dataset!r} has no feature; add categorical or numerical features")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise DataError(f"feature names must be unique, repeated: {dupes}")
+        set_field = object.__setattr__
+        for key, value in (("dataset", dataset), ("categorical", categorical), ("numerical", numerical), ("tasks", tasks),
+                           ("label_sources", {} if label_sources is None else label_sources)):
+            set_field(self, key, value)
 
     @property
     def field_names(self) -> tuple[str, ...]:

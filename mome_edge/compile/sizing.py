@@ -247,8 +247,11 @@ def trim_expert_masks(
 
     The masks the gates give (clamp(mu) > threshold) are kept when they land there. Otherwise
     the expert gates are ranked by mu over all layers and the open share is searched by
-    bisection (the file's bytes are not monotone in the share -- all-open masks compress to
-    almost nothing -- so the search keeps a bracket with one side in the range's direction).
+    bisection: above the range, the most open share that fits; below it (carved masks drop
+    base weights no expert uses), the natural masks plus the most open closed gates, up to
+    the range, and all open only when nothing in between lands there. The file's bytes are
+    not monotone in the share -- all-open masks compress to almost nothing -- so each search
+    keeps a bracket on one side of the natural density.
     Returns a HARDENING model whose gate values are exactly 0 or 1, and a report.
     """
     from mome_edge.train.phases import start_hardening

@@ -7,11 +7,15 @@ What the trainer shrinks (the budget covers the whole file):
   16; the embedding width only when widths of 1 do not fit (compile/sizing.fit_dense_config).
 - mome: the neuron phase also gates the base's output neurons (they feed the towers and the
   per-expert affine); the penalty weighs each gate by the bytes it keeps alive and lambda is
-  steered by the expected bytes (gate_schedule.py); at the phase switch the most open neurons are kept, at least
-  NEURON_FLOOR per layer, as many as keep the fully open model under the ceiling (embedding
-  dimensions, numerical inputs, task-gate columns and tower columns go with their neurons);
-  at the switch to hardening the binary expert masks are chosen so that the compiled file
-  lands in the range (compile/sizing.trim_expert_masks), then fine-tuned.
+  steered by the expected bytes, never above lambda_neuron (gate_schedule.py); at the phase
+  switch every input the neuron phase left open stays and the hidden and output widths keep
+  their most open neurons, at least NEURON_FLOOR per layer, as many as keep the fully open
+  model under the ceiling (inputs are cut too only when the floor does not fit; embedding
+  dimensions, numerical inputs, task-gate columns and tower columns go with their neurons,
+  compile/sizing.mome_neuron_keep); the experts are then carved as without a budget (the
+  expert penalty), and at the switch to hardening the binary masks are opened or closed by
+  gate value so that the compiled file lands in the range (compile/sizing.trim_expert_masks),
+  then fine-tuned.
 - Not shrunk: the manifest's feature spec (the device needs it to encode raw rows) and the
   tower hidden width of MoME.
 Every size is measured by compiling and serialising (the compiler's own bytes).

@@ -252,7 +252,7 @@ def test_fields_of_width_zero_are_not_looked_up(tmp_path: Path, weights: str, ze
 
     base = make_compiled("mome", seed=14)
     extra = tuple(CategoricalEncoder(name=f"empty{i}", vocabulary=("a", "b")) for i in range(zero_fields))
-    spec = dataclasses.replace(base.spec, categorical=base.spec.categorical + extra)
+    spec = base.spec.replace(categorical=base.spec.categorical + extra)
     first_new = len(base.spec.categorical)
     model = dataclasses.replace(
         base, spec=spec, field_index=base.field_index + tuple(range(first_new, first_new + zero_fields)),

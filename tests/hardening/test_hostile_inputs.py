@@ -163,7 +163,7 @@ def test_non_finite_numericals_follow_the_mean_policy_on_every_path(value: float
 @pytest.fixture(scope="module")
 def error_policy_artifact(tmp_path_factory) -> Path:
     model = crafted_model()
-    spec = dataclasses.replace(model.spec, numerical=tuple(dataclasses.replace(s, missing="error") for s in model.spec.numerical))
+    spec = model.spec.replace(numerical=tuple(s.replace(missing="error") for s in model.spec.numerical))
     path = tmp_path_factory.mktemp("error-policy") / "strict.mome"
     write_artifact(path, dataclasses.replace(model, spec=spec))
     return path
