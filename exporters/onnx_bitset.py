@@ -11,12 +11,10 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
             bytes (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool
             -> Where(bits, base * scale, 0) -> the dense export's scaled weights (the base
             stored whole); a call runs the dense export's layer;
-        - larger layers: the base stored whole in the bitsets' layout (in, C, 8), C = out8/8,
-            bytes (in, C) -> Cast int32 -> Gather(bit table) -> bool (in, C, 8)
-            -> Where(bits, base, 0) -> expert (in, C, 8), Reshape-d to (in, out8) at call
-            time (a Reshape reuses its input's buffer; folded at load it would be a second
-            copy of every expert). Above SPLIT_EXPERTS_BYTES one chain and one MatMul per
-            expert, else one chain for all E and one MatMul.
+        - larger layers: one chain and one MatMul per expert from a base stored whole,
+            bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
+            -> Where(bits, base, 0) -> expert e (in, out8), a constant ONNX Runtime pre-packs
+            for its MatMul.
 memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
         trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
         onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
@@ -94,41 +92,37 @@ def plane_bitsets(layer: ExpertLayer) -> np.ndarray:
     return np.packbits(planes, axis=3, bitorder="big").reshape(e_count, 1, in_dim, out8 // 8)
 
 
-def byte_layout_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
-    """The shared base weight as float32 (in, C, 8), C = out8/8: entry (i, c, j) = W^T[i, 8c + j],
-    the bit layout of the expert bitsets (a mask Gather-ed from the bit table lines up with it
-    without a Reshape).
+def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
+    """The shared base weight as float32 (in, out8): W^T with zero pad columns, stored whole
+    (entries no expert uses are zero), for the speed mode's large layers.
 
-    Stored whole (entries no expert uses are zero), not in union layout: every output of a
-    folded node stays allocated until ONNX Runtime's constant folding ends, and decoding a union
-    layout needs at least three base-sized tensors (a rank per entry, the index, the gathered
-    values) on top of the experts, which costs a large layer more at the session's peak than
-    the file bytes it saves (docs/deployment.md). fp16/int8 are stored as in the artifact and
-    converted at load.
+    Not in union layout: every output of a folded node stays allocated until ONNX Runtime's
+    constant folding ends, and decoding a union layout needs at least three base-sized tensors
+    (a rank per entry, the index, the gathered values) on top of the experts, which costs a
+    large layer more at the session's peak than the file bytes it saves (docs/deployment.md).
+    fp16/int8 are stored as in the artifact and converted at load.
     """
     from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
 
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
-    cols = out8 // 8
     if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
         stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
     union = np.zeros((in_dim, out8), dtype=bool)
     union[:, :out_dim] = layer.masks.any(axis=0).T
     data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
     data[:, :out_dim] = stored.data.T
-    data = np.where(union, data, np.zeros((), dtype=data.dtype)).reshape(in_dim, cols, 8)
+    data = np.where(union, data, np.zeros((), dtype=data.dtype))
     if stored.storage == "fp32":
-        return b.const(f"{stem}_base_bytes", data.astype(np.float32), storage="fp32")
-    raw = b.const(f"{stem}_base_bytes_{stored.storage}", data, storage=stored.storage)
+        return b.const(f"{stem}_base", data.astype(np.float32), storage="fp32")
+    raw = b.const(f"{stem}_base_{stored.storage}", data, storage=stored.storage)
     scale = None
     if stored.storage == "int8":
         scale = np.zeros(out8, dtype=np.float32)
         scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
-        scale = scale.reshape(cols, 8)
-    out = _to_float(b, f"{stem}_base_bytes", raw, stored, scale=scale)
-    b.info.decode_shapes[out] = (in_dim, cols, 8)
+    out = _to_float(b, f"{stem}_base", raw, stored, scale=scale)
+    b.info.decode_shapes[out] = (in_dim, out8)
     return out
 
 
@@ -180,87 +174,45 @@ def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = No
     return b.op("Relu", [y], stem=f"{stem}_out")
 
 
-# A speed-mode layer whose E dense experts take more than this is expanded by one chain per
-# expert (each expert its own initializer and MatMul); a smaller one by one chain for all
-# experts, so that a call runs one matmul per layer instead of E (per-node overhead dominates
-# small models: census at batch 1 ran 0.18 ms with per-expert matmuls against 0.08 ms for the
-# same weights in one matmul).
-SPLIT_EXPERTS_BYTES = 8 * 2**20
-
-
 def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
     """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start."""
-    dense_bytes = expert_bytes(layer)[0]
-    if dense_bytes > SPLIT_EXPERTS_BYTES:
-        return _speed_layer_bytes(b, stem, layer, h, stored, first=first, split=True)
-    if dense_bytes > FOLD_AFFINE_MAX_BYTES:
-        return _speed_layer_bytes(b, stem, layer, h, stored, first=first, split=False)
+    if expert_bytes(layer)[0] > FOLD_AFFINE_MAX_BYTES:
+        return _speed_layer_large(b, stem, layer, h, stored, first=first)
     return _speed_layer_small(b, stem, layer, h, stored, first=first)
 
 
-def _call_time_reshape_shape(b, stem: str, h: str, dims: list[int]) -> str:
-    """An int64 shape tensor equal to `dims`, computed at call time from the batch size of h.
+def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
+    """speed_layer for a large layer: one chain and one MatMul per expert,
 
-    The speed-mode weights are folded in their bit layout (in, C, 8) and reshaped for the
-    MatMul at call time, where a Reshape reuses its input's buffer. A Reshape whose shape is a
-    constant -- or one ONNX Runtime or onnxsim can infer, even the input's static width -- is
-    folded at load into a second copy of every expert; batch x 0 + dims cannot be inferred.
-    The nodes are left out of the simplifier (GraphInfo.opaque_nodes)."""
-    call = dict(opaque=True)
-    batch = b.op("Slice", [b.op("Shape", [h], stem=f"{stem}_input_shape", **call), b.i64("minus2", [-2]), b.i64("minus1", [-1])],
-                 stem=f"{stem}_batch", **call)  # (1,): B for h (B, in) and (E, B, in)
-    zeros = b.op("Mul", [batch, b.i64("zeros_i64", [0] * len(dims))], stem=f"{stem}_batch_x0", **call)
-    return b.op("Add", [zeros, b.i64(f"{stem}_matrix_dims", dims)], stem=f"{stem}_matrix_shape", **call)
+        bits_e = Reshape(Gather(bit table, Cast int32 (bytes_e)))   (in, out8) bool
+        w_e    = Where(bits_e, base, 0)                              base (in, out8) stored whole
+        y_e    = MatMul(x_e, w_e)                                    then normalisation, ReLU
 
-
-def _speed_layer_bytes(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool, split: bool) -> str:
-    """speed_layer for a large layer: the experts are folded in the bit layout (in, C, 8) of the
-    bitsets -- mask = Gather(bit table, bytes) lines up with the base without a Reshape -- and
-    reshaped at call time (no copy). Every output of a folded node stays allocated until ONNX
-    Runtime's constant folding ends, so the chain per expert is one int32 index of a byte per 8
-    weights and one bool per weight on top of the expert itself.
-
-    split: one chain and one MatMul per expert (layers above SPLIT_EXPERTS_BYTES); otherwise one
-    chain for all E experts, (E, in, C, 8), and one batched MatMul on per-expert inputs
-    (first=True: (in, E, C, 8) -> the experts side by side, (in, E*out8), for one MatMul)."""
+    Every folded output stays allocated until constant folding ends, so the chain adds 2.5
+    bytes per expert weight (int32 index per 8, bool bits, bool reshape) to the experts
+    themselves. One chain per expert, not one for all: ONNX Runtime's Where allocates
+    temporaries the size of its output while it runs, which for all E experts at once (or
+    a Where broadcasting the base over E) put the paper-size session's peak far above the
+    dense export's; the per-expert MatMuls read constant weights, which ONNX Runtime
+    pre-packs (a weight reshaped at call time is not, and ran slower at batch 1).
+    """
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
-    cols = out8 // 8
     dec = dict(decode=True)
-    base = byte_layout_base_weight(b, stem, layer, stored)  # (in, C, 8)
+    base = whole_base_weight(b, stem, layer, stored)  # (in, out8)
     table = b.const("bit_table", BIT_TABLE)
     zero = b.const("zero_f32", np.zeros((), np.float32))
-    bytes_all = speed_bitsets(layer)  # (E, in, C)
-    if not split:
-        if first:
-            bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
-            base = b.op("Unsqueeze", [base, b.i64("axis1", [1])], stem=f"{stem}_base_e", **dec)  # (in, 1, C, 8)
-        packed = b.const(f"{stem}_expert_bitsets", bytes_all, storage="bitset")
-        b.info.bitset_initializers.append(packed)
-        index = b.op("Cast", [packed], stem=f"{stem}_expert_bytes", to=TensorProto.INT32, **dec)
-        bits = b.op("Gather", [table, index], stem=f"{stem}_expert_mask", **dec)  # (in, E, C, 8) | (E, in, C, 8)
-        weights = b.op("Where", [bits, base, zero], stem=f"{stem}_experts_bytes", **dec)
-        b.info.decode_shapes[weights] = (*bytes_all.shape, 8)
-        dims = [in_dim, e_count * out8] if first else [e_count, in_dim, out8]
-        weights = b.op("Reshape", [weights, _call_time_reshape_shape(b, stem, h, dims)], stem=f"{stem}_experts", opaque=True)
-        b.info.opaque_shapes[weights] = tuple(dims)
-        y = b.op("MatMul", [h, weights], stem=f"{stem}_matmul")  # (B, E*out8) | (E, B, out8)
-        if first:
-            y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out8])], stem=f"{stem}_by_expert")  # (B, E, out8)
-            y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, out8)
-        return _affine(b, stem, y, layer)
-    matrix = _call_time_reshape_shape(b, stem, h, [in_dim, out8])
+    shape = b.i64("shape", [in_dim, out8])
     outputs = []
-    for e, bytes_e in enumerate(bytes_all):  # (in, C) each
+    for e, bytes_e in enumerate(speed_bitsets(layer)):  # (in, C) each
         packed = b.const(f"{stem}_expert{e}_bitset", bytes_e, storage="bitset")
         b.info.bitset_initializers.append(packed)
         index = b.op("Cast", [packed], stem=f"{stem}_expert{e}_bytes", to=TensorProto.INT32, **dec)
-        bits = b.op("Gather", [table, index], stem=f"{stem}_expert{e}_mask", **dec)  # (in, C, 8) bool
-        weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", **dec)  # (in, C, 8) float32
-        b.info.decode_shapes[weight] = (in_dim, cols, 8)
-        weight = b.op("Reshape", [weight, matrix], stem=f"{stem}_expert{e}_matrix", opaque=True)  # (in, out8), no copy
-        b.info.opaque_shapes[weight] = (in_dim, out8)
+        bits = b.op("Gather", [table, index], stem=f"{stem}_expert{e}_bits", **dec)  # (in, C, 8) bool
+        bits = b.op("Reshape", [bits, shape], stem=f"{stem}_expert{e}_mask", **dec)  # (in, out8) bool
+        weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", **dec)  # (in, out8) float32
+        b.info.decode_shapes[weight] = (in_dim, out8)
         x = h if first else b.op("Gather", [h, b.i64(f"expert{e}", e)], stem=f"{stem}_input{e}", axis=0)  # (B, in)
         y = b.op("MatMul", [x, weight], stem=f"{stem}_expert{e}_matmul")  # (B, out8)
         outputs.append(b.op("Unsqueeze", [y, b.i64("axis0", [0])], stem=f"{stem}_expert{e}_out"))
@@ -274,7 +226,7 @@ def _speed_layer_bytes(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
 # experts while folding runs: worth it where per-node work dominates a call (census: batch 512
 # p50 0.86x -> 0.72x MMoE's and batch 1 0.91x -> 0.85x in one side-by-side `mome-edge bench`,
 # +3 to 4 MiB at load), not for a 4 MiB layer of the paper's sizes (+15 MiB at load for no
-# measurable gain). Larger layers: _speed_layer_bytes.
+# measurable gain). Larger layers: _speed_layer_large.
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
 
 

@@ -273,8 +273,7 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
 
     graph = model.graph
     decode = [n for n in graph.node if n.name in info.decode_nodes]
-    # Loops, and call-time nodes whose computed shapes onnxsim would make constant (GraphInfo.opaque_nodes)
-    loops = [n for n in graph.node if n.op_type == "Loop" or n.name in info.opaque_nodes]
+    loops = [n for n in graph.node if n.op_type == "Loop"]
     opaque = {id(n) for n in decode + loops}
     core = [n for n in graph.node if id(n) not in opaque]
     core_reads = _reads(core)  # including what Loop bodies read from the outer scope
@@ -283,21 +282,17 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
     decode_inits = [t for t in graph.initializer if t.name in kept_reads and t.name not in core_reads]
     decode_init_names = {t.name for t in decode_inits}
     boundary = [o for n in decode for o in n.output if o in core_reads]
-    produced_by_loops = {o for n in loops for o in n.output}
-    loop_outputs = [o for n in loops for o in n.output if o in core_reads]
+    loop_outputs = [o for n in loops for o in n.output]
     # what the Loops read from the graph around them: their inputs and the names their bodies read from the outer scope
-    loop_inputs = sorted({i for n in loops for i in _outer_reads(n) if i not in init_names and i not in produced_by_loops
-                          and i not in {v.name for v in graph.input}} - set(boundary) - {o for n in decode for o in n.output})
+    loop_inputs = sorted({i for n in loops for i in _outer_reads(n) if i not in init_names and i not in loop_outputs
+                          and i not in {v.name for v in graph.input}} - set(boundary))
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)
              if v.type.tensor_type.HasField("shape")}
     for n in loops:  # a Loop's outputs: its carried values, typed as the body declares them
-        if n.op_type == "Loop":
-            body = next(a.g for a in n.attribute if a.name == "body")
-            for name, declared in zip(n.output, body.output[1:]):
-                types[name] = helper.make_value_info(name, declared.type)
-    for name, shape in info.opaque_shapes.items():
-        types[name] = helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+        body = next(a.g for a in n.attribute if a.name == "body")
+        for name, declared in zip(n.output, body.output[1:]):
+            types[name] = helper.make_value_info(name, declared.type)
     missing = [name for name in loop_outputs + loop_inputs if name not in types]
     if missing:
         return model, False, f"shape inference gave no type for {missing[:3]}; kept the unsimplified graph"
@@ -345,10 +340,7 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
             "kept the unsimplified graph"
         )
     protected = f"; the weight decoder ({len(decode)} nodes) was kept out of constant folding" if decode else ""
-    n_loops = sum(1 for n in loops if n.op_type == "Loop")
-    looped = f"; {n_loops} Loop(s) kept as they are" if n_loops else ""
-    if len(loops) > n_loops:
-        looped += f"; {len(loops) - n_loops} call-time reshape node(s) kept as they are"
+    looped = f"; {len(loops)} Loop(s) kept as they are" if loops else ""
     return merged, True, f"onnxsim simplified the compute graph ({len(core)} -> {len(sgraph.node)} nodes){protected}{looped}"
 
 

@@ -105,11 +105,6 @@ class GraphInfo:
 
     decode_nodes: set[str] = field(default_factory=set)
     decode_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # decoder outputs read by compute nodes
-    # call-time nodes the simplifier must leave as they are (onnxsim would turn their computed
-    # shapes into constants, and ONNX Runtime would then fold them), with the float32 shapes
-    # of their outputs that compute nodes read
-    opaque_nodes: set[str] = field(default_factory=set)
-    opaque_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     bitset_initializers: list[str] = field(default_factory=list)
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
@@ -150,7 +145,7 @@ class _Builder:
         return self.const(stem, np.asarray(values, dtype=np.int64))
 
     def op(self, op_type: str, inputs: list[str], *, stem: str | None = None, output: str | None = None,
-           decode: bool = False, opaque: bool = False, **attrs) -> str:
+           decode: bool = False, **attrs) -> str:
         out = output or self._fresh(stem or op_type.lower())
         node_name = self._fresh(f"{stem or op_type.lower()}_node")
         sink = self.decode_sink if decode and self.decode_sink is not None else self.nodes
@@ -158,8 +153,6 @@ class _Builder:
         self.last_node = node_name
         if decode:
             self.info.decode_nodes.add(node_name)
-        if opaque:
-            self.info.opaque_nodes.add(node_name)
         return out
 
 

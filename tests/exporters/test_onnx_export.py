@@ -99,39 +99,36 @@ def _ops(proto: onnx.ModelProto) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_speed_mode_splits_large_layers_into_per_expert_chains(monkeypatch, split: bool) -> None:
-    """Above SPLIT_EXPERTS_BYTES a layer's experts are expanded (and multiplied) one by one;
-    below it one chain expands them all. The base is stored whole: the bitsets are the experts'."""
+@pytest.mark.parametrize("large", [False, True])
+def test_speed_mode_expands_large_layers_expert_by_expert(monkeypatch, large: bool) -> None:
+    """Above FOLD_AFFINE_MAX_BYTES a layer's experts are expanded (and multiplied) one by one;
+    below it one chain expands them all. Either way one bit per weight and expert is stored."""
     from mome_edge.exporters import onnx_bitset
 
     model = make_compiled("mome", seed=4, hidden=(13, 6))
-    if split:
-        monkeypatch.setattr(onnx_bitset, "SPLIT_EXPERTS_BYTES", 0)
+    if large:
+        monkeypatch.setattr(onnx_bitset, "FOLD_AFFINE_MAX_BYTES", 0)
     report = export_onnx_with_report(model, simplify=False, validate=False)
-    per_layer = [layer.experts if split else 1 for layer in model.layers]
+    per_layer = [layer.experts if large else 1 for layer in model.layers]
     assert report.report.bitset_initializers == sum(per_layer)
     matmuls = sum(1 for n in report.model.graph.node if n.op_type == "MatMul" and "layer" in n.output[0])
-    assert matmuls == (sum(layer.experts for layer in model.layers) if split else len(model.layers))
+    assert matmuls == (sum(layer.experts for layer in model.layers) if large else len(model.layers))
     cat, num = sample_inputs(model.spec, 16, seed=5, invalid=True)
     for session in SESSION_MODES:
         np.testing.assert_allclose(_onnx_probs(report.model, cat, num, model.tasks, session),
                                    reference_forward(model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
 
-@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
-def test_large_speed_layers_fold_in_bit_layout_and_reshape_at_call_time(tmp_path: Path, monkeypatch, split: bool, weights: str) -> None:
-    """Large speed-mode layers fold their experts in the bitsets' (in, C, 8) layout and reshape
-    them for the MatMul at call time: after ONNX Runtime's optimisation (default options, as an
-    app opens the file) the folded experts are (.., C, 8) initializers and the Reshapes are still
-    nodes -- a folded Reshape would be a second copy of every expert at load. Parity with the
-    reference, through onnxsim too."""
+def test_speed_mode_folds_its_whole_decoder_at_load(tmp_path: Path, monkeypatch, large: bool, weights: str) -> None:
+    """After a default session's optimisation (as an app opens the file) no decoder node is
+    left: the experts are constant (in, out) weights, one per expert (large layers) or all E
+    side by side (small), and a call runs matmuls only. Parity through onnxsim too."""
     from mome_edge.exporters import onnx_bitset
 
-    monkeypatch.setattr(onnx_bitset, "FOLD_AFFINE_MAX_BYTES", 0)  # every layer takes the large-layer path
-    if split:
-        monkeypatch.setattr(onnx_bitset, "SPLIT_EXPERTS_BYTES", 0)
+    if large:
+        monkeypatch.setattr(onnx_bitset, "FOLD_AFFINE_MAX_BYTES", 0)
     model = make_compiled("mome", seed=4, hidden=(13, 6))
     artifact = tmp_path / "model.mome"
     write_artifact(artifact, model, weights=weights)
@@ -143,11 +140,13 @@ def test_large_speed_layers_fold_in_bit_layout_and_reshape_at_call_time(tmp_path
     options.log_severity_level = 3
     ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     graph = onnx.load(optimised).graph
-    call_reshapes = [n for n in graph.node if n.op_type == "Reshape" and ("_matrix" in n.output[0] or n.output[0].split("/")[-1].startswith(("layer0_experts", "layer1_experts")))]
-    reshapes = len(model.layers) * (model.layers[0].experts if split else 1)
-    assert len(call_reshapes) == reshapes, [n.output[0] for n in graph.node if n.op_type == "Reshape"]
-    folded = [list(t.dims) for t in graph.initializer if "_experts_bytes" in t.name or ("_expert" in t.name and "_weight" in t.name)]
-    assert len(folded) == reshapes and all(dims[-1] == 8 for dims in folded), folded
+    assert not [n.op_type for n in graph.node if n.op_type in {"Cast", "CumSum", "Where"} and "ids" not in n.output[0]]
+    experts = [list(t.dims) for t in graph.initializer if "expert" in t.name and t.data_type == onnx.TensorProto.FLOAT]
+    layer0 = model.layers[0]
+    if large:
+        assert [in_out for in_out in experts if in_out[0] == layer0.weight.shape[1]] == [[layer0.weight.shape[1], -(-layer0.weight.shape[0] // 8) * 8]] * layer0.experts
+    else:
+        assert [layer0.weight.shape[1], layer0.experts * layer0.weight.shape[0]] in experts
     dequantised = read_artifact(artifact).model
     cat, num = sample_inputs(model.spec, 24, seed=9, invalid=True)
     np.testing.assert_allclose(_onnx_probs(str(onnx_path), cat, num, model.tasks, "materialize"),
