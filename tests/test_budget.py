@@ -128,3 +128,91 @@ def test_an_epoch_moves_a_weak_gate_as_far_at_any_batch_size(schedule: str, inva
     ratio = max(moved.values()) / min(moved.values())
     assert min(moved.values()) > 0, moved
     assert (ratio <= STEP_INVARIANCE_RATIO) is invariant, (schedule, moved, ratio)
+
+
+def _mome_at_switch(splits, model_config, *, seed: int = 0):
+    """A budgeted-shape MoME (output gates on) in the neuron phase, gate values set by hand below."""
+    import torch
+
+    from mome_edge.train.model import MoME
+
+    torch.manual_seed(seed)
+    return MoME(dataclasses.replace(model_config, gate_outputs=True), splits.spec)
+
+
+def _size_of(model, spec, keep) -> int:
+    from mome_edge.compile.sizing import compiled_size, dense_equivalent
+
+    return compiled_size(dense_equivalent(model, spec, keep), spec, weights="fp32", metadata={}).bytes
+
+
+def test_the_neuron_switch_keeps_every_open_input_and_shrinks_hidden_widths(tiny_splits, tiny_model_config) -> None:
+    """Inputs whose gate the neuron phase left open all stay; the hidden and output widths
+    shrink (most open first) until the fully open model fits; closed inputs never come back.
+    Only when the hidden floor cannot fit do inputs go too."""
+    import torch
+
+    from mome_edge.compile.sizing import NEURON_FLOOR, mome_neuron_keep
+
+    model = _mome_at_switch(tiny_splits, tiny_model_config)
+    spec = tiny_splits.spec
+    mus = model.gate_mus()
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(1)
+        for mu in mus:
+            mu.copy_(torch.rand(mu.shape, generator=generator) * 0.9 + 0.05)  # open, distinct values
+        mus[0][::3] = -0.2  # every third input closed by the neuron phase
+    open_inputs = mus[0].detach() > 0
+    everything = [torch.ones_like(mu, dtype=torch.bool) for mu in mus]
+    full = _size_of(model, spec, [open_inputs] + everything[1:])
+    floor_only = [open_inputs] + [torch.zeros_like(mu, dtype=torch.bool) for mu in mus[1:]]
+    for i in range(1, len(floor_only)):
+        floor_only[i][torch.topk(mus[i].detach(), NEURON_FLOOR).indices] = True
+    smallest_with_inputs = _size_of(model, spec, floor_only)
+    target = (full + smallest_with_inputs) // 2
+    keep, size = mome_neuron_keep(model, spec, target_bytes=target, weights="fp32", metadata={})
+    assert size <= target
+    assert torch.equal(keep[0], open_inputs), "every open input stays, no closed one comes back"
+    for k, mu in zip(keep[1:], mus[1:]):
+        assert NEURON_FLOOR <= int(k.sum()) < mu.numel()
+        kept, dropped = mu.detach()[k], mu.detach()[~k]
+        assert kept.min() >= dropped.max(), "the most open neurons of each layer stay"
+    # below what every open input needs even at the floor: inputs are ranked with the same share
+    keep, size = mome_neuron_keep(model, spec, target_bytes=smallest_with_inputs - 1, weights="fp32", metadata={})
+    assert size < smallest_with_inputs and int(keep[0].sum()) < int(open_inputs.sum())
+    assert not bool((keep[0] & ~open_inputs).any()), "a closed input never comes back"
+
+
+def test_hardening_opens_the_most_open_closed_gates_when_the_trained_masks_are_too_small(tiny_splits, tiny_model_config) -> None:
+    """Carved masks drop base weights no expert uses, so a file sized for the fully open model
+    can come out below the range: the hardening switch then opens closed expert gates, most
+    open first, until the file lands in the range, and keeps every gate that was open."""
+    import torch
+
+    from mome_edge.compile.sizing import compiled_size, trim_expert_masks
+    from mome_edge.train.phases import remove_closed_neurons, start_hardening
+
+    model = _mome_at_switch(tiny_splits, tiny_model_config)
+    spec = tiny_splits.spec
+    with torch.no_grad():
+        for mu in model.gate_mus():
+            mu.fill_(0.8)
+    model, _ = remove_closed_neurons(model, spec)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(2)
+        for layer in model.base:
+            layer.gate_mu.copy_(torch.rand(layer.gate_mu.shape, generator=generator) * 0.6 - 0.1)  # ~10 % open at 0.5
+    natural = compiled_size(start_hardening(model, spec), spec, weights="fp32", metadata={}).bytes
+    low, high = natural + 200, natural + 2000
+    hardened, report = trim_expert_masks(model, spec, low_bytes=low, high_bytes=high, weights="fp32", metadata={})
+    assert report["trimmed"] and report["natural_bytes"] == natural and low <= report["bytes"] <= high
+    assert report["natural_density"] < report["density"] < 1.0
+    assert compiled_size(hardened, spec, weights="fp32", metadata={}).bytes == report["bytes"]
+    for before, after in zip(model.base, hardened.base):
+        was_open = before.gate_mu.detach() > model.config.mask_threshold
+        now_open = after.gate_mu.detach() > 0.5
+        assert bool(now_open[was_open].all()), "a trained-open gate stays open"
+        newly = before.gate_mu.detach()[now_open & ~was_open]
+        still_closed = before.gate_mu.detach()[~now_open]
+        if newly.numel() and still_closed.numel():
+            assert newly.min() >= still_closed.max(), "the most open closed gates are opened first"
