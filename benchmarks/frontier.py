@@ -98,6 +98,21 @@ def run_point(work: Path, dataset: str, kind: str, budget: int | None, weights: 
     }
 
 
+def _add_point(path: Path, results: dict, key: str, point: dict) -> dict:
+    """Write `point` into frontier.json under an exclusive lock, merged with what is on disk:
+    two runs of this script (disjoint --kinds/--datasets, one per core) then add to one file
+    instead of overwriting each other's points. Returns the merged results."""
+    import fcntl
+
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        on_disk = json.loads(path.read_text()) if path.is_file() else {"reference_bytes": {}, "points": {}}
+        merged = {"reference_bytes": {**results["reference_bytes"], **on_disk["reference_bytes"]},
+                  "points": {**results["points"], **on_disk["points"], key: point}}
+        atomic_write_json(path, merged)
+    return merged
+
+
 def plan(datasets, kinds, fractions, weights_list, seeds) -> list[tuple]:
     """Points in priority order: per dataset, 1/20 first (the issue's check), fp32 before int8,
     MoME/MMoE/SharedBottom before PLE, then the other budgets, then the default sizes."""
@@ -150,14 +165,7 @@ def main() -> None:
             record = run_point(args.work, dataset, kind, budget, weights, seed, args.threads)
             point = {"dataset": dataset, "kind": kind, "fraction": fraction, "budget_bytes": budget,
                      "weights": weights, "seed": seed, **record}
-            # re-read before writing: two runs of this script (disjoint --kinds/--datasets, one per
-            # core) then add to one file instead of overwriting each other's points
-            if path.is_file():
-                on_disk = json.loads(path.read_text())
-                results["points"] = {**on_disk["points"], **results["points"]}
-                results["reference_bytes"] = {**on_disk["reference_bytes"], **results["reference_bytes"]}
-            results["points"][key] = point
-            atomic_write_json(path, results)
+            results = _add_point(path, results, key, point)
     atomic_write_text(args.out / "frontier.md", render(results) + "\n")
     plot(results, args.out / "frontier.png")
     print(render(results))

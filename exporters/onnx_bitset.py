@@ -220,13 +220,12 @@ def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     return _affine(b, stem, y, layer)
 
 
-# Up to this many bytes of E dense experts, a speed-mode layer is small: its load-time chain
-# also applies the normalisation scale and drops the pad columns, so a call runs MatMul + Add +
-# Relu as a dense export does (fused into one Gemm). That costs one more float copy of the
-# experts while folding runs: worth it where per-node work dominates a call (census: batch 512
-# p50 0.86x -> 0.72x MMoE's and batch 1 0.91x -> 0.85x in one side-by-side `mome-edge bench`,
-# +3 to 4 MiB at load), not for a 4 MiB layer of the paper's sizes (+15 MiB at load for no
-# measurable gain). Larger layers: _speed_layer_large.
+# Up to this many bytes of E dense experts, a speed-mode layer is small: one load-time chain
+# expands all E experts with the normalisation scale multiplied in and without pad columns, so
+# a call runs MatMul + Add + Relu as a dense export does (one Gemm), which matters where
+# per-node work dominates a call (census). Its scaled base and Where over all experts cost
+# about two float copies of the experts while folding runs, affordable for a small layer.
+# Larger layers: one chain and one MatMul per expert (_speed_layer_large).
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
 
 
@@ -238,11 +237,12 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
                       w = Where(bits, base * scale, 0)   base (in, out) stored whole, scale (E, 1, out)
                       y = Relu(MatMul(h (E, B, in), w) + shift)
         first layer:  the same in (in, E, out), then w Reshape-d to (in, E*out): one MatMul for
-                      the shared input (a broadcast (E, in, out) MatMul ran census ~15 % slower)
+                      the shared input (a broadcast (E, in, out) MatMul ran slower on census)
 
-    Five folded nodes per layer (six for the first): a small model's session start is dominated
-    by ONNX Runtime's per-node folding work, not by its bytes (a union-layout base took 7 more
-    nodes per layer to save a few KB of file).
+    Five folded nodes per layer for fp32 weights whose width is a multiple of 8 (the first
+    layer's Reshape is a sixth; pad columns add a Slice, fp16/int8 bases their Cast and scale
+    Mul): a small model's session start is dominated by ONNX Runtime's per-node folding work,
+    not by its bytes, and a union-layout base took 7 more nodes per layer.
     """
     from mome_edge.exporters.onnx_graph import StoredTensor, _to_float, dense_layer_call
 

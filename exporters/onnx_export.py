@@ -452,8 +452,8 @@ def write_ort_format(onnx_path: str | Path, *, mode: str = "speed") -> OrtFiles:
 def weight_source(loaded: Any) -> dict[str, StoredTensor]:
     """The fp16/int8 tensors of a LoadedArtifact (mome_edge.artifact.reader) as StoredTensors, so the
     ONNX file keeps the artifact's storage precision (fp32 tensors come from the model).
-    Union-layout base weights come back dense (`stored_dense`); the graph builder stores
-    them in union layout again, from the masks."""
+    Union-layout base weights come back dense (`stored_dense`): the ONNX file stores the base
+    whole (exporters.onnx_bitset)."""
     table = loaded.manifest["tensors"]
     out: dict[str, StoredTensor] = {}
     for name, entry in table.items():

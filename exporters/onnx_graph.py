@@ -3,8 +3,8 @@
 The graph has two parts, kept apart on purpose:
 
 * the *weight-decoding* subgraph: nodes whose inputs are all initializers and whose outputs
-  are float32 weights (speed mode: bitset -> expert weights; the base weight's union layout;
-  dequantise int8 (Cast, Mul by scales); cast fp16). ONNX Runtime folds it once at session
+  are float32 weights (speed mode: bitset -> expert weights; dequantise int8 (Cast, Mul by
+  scales); cast fp16). ONNX Runtime folds it once at session
   start; the simplifier never sees it (see onnx_export._simplify), so the file keeps the
   bitsets;
 * the *compute* subgraph: embeddings, expert layers (memory mode: a Loop that rebuilds one
@@ -12,12 +12,13 @@ The graph has two parts, kept apart on purpose:
 
 Layouts inside the graph (B batch, E experts, T tasks):
   first trunk layer: one MatMul x0 (B, in) @ (in, E*out), the E experts side by side
-                     (dense experts), or E MatMuls (B, in) @ (in, out) (bitset experts);
+                     (dense experts, small speed-mode layers), or E MatMuls (B, in) @ (in, out)
+                     (large speed-mode layers; memory mode: one per Loop iteration);
   later layers:      batched MatMul (E, B, in) @ (E, in, out);
   routing:           softmax gates (B, T, E) @ expert outputs (B, E, d) -> (B, T, d);
   towers:            batched MatMul (T, B, in) @ (T, in, out).
-Dense experts have the per-expert normalisation scale folded in (W_e = M_e * W * s_e);
-bitset experts apply it after the matmul, so the stored base weight stays shared.
+Dense experts and small speed-mode layers have the per-expert normalisation scale folded in
+(W_e = M_e * W * s_e); the other bitset experts apply it after the matmul.
 """
 
 from __future__ import annotations

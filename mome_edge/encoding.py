@@ -37,8 +37,8 @@ def normalise_token(value: Any) -> str | None:
 class _Record:
     """Immutable value objects with keyword-only construction, equality, hash and repr over
     `_fields` (what a frozen dataclass gives). Written out rather than generated: the
-    dataclass decorator compiles its methods when the module is imported (about a millisecond
-    per class here), and the device runtime imports these three classes on every cold start."""
+    dataclass decorator compiles its methods each time the module is imported, and the device
+    runtime imports these three classes on every cold start (tests/runtime/test_cold_start.py)."""
 
     __slots__ = ()
     _fields: tuple[str, ...] = ()
@@ -72,6 +72,11 @@ class _Record:
         return self
 
     def __deepcopy__(self, memo: dict):
+        # a FeatureSpec's label_sources is a free-form (mutable) mapping: copied, as a dataclass would
+        if getattr(self, "label_sources", None):
+            import copy
+
+            return self.replace(label_sources=copy.deepcopy(dict(self.label_sources), memo))
         return self
 
     def __reduce__(self):

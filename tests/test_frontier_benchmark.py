@@ -59,3 +59,25 @@ def test_mome_shape_from_new_and_old_points(frontier) -> None:
     assert frontier._neurons_kept(old) == ([27, 99, 50], [64, 256, 128])
     assert frontier._mome_shape([new, old]) == " (MoME: neurons kept 26, 100, 50 of 64, 256, 128; mask density 1.00)"
     assert frontier._mome_shape([{"budget": "mmoe widths fitted"}]) == ""
+
+
+def test_points_from_two_runs_merge_in_one_file(tmp_path) -> None:
+    """Two runs of the script (e.g. one per core) each add their points; neither overwrites the other's."""
+    import importlib.util
+    import json
+    import sys
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("frontier_script", Path(__file__).parents[1] / "benchmarks" / "frontier.py")
+    frontier = importlib.util.module_from_spec(spec)
+    sys.modules["frontier_script"] = frontier
+    spec.loader.exec_module(frontier)
+    path = tmp_path / "frontier.json"
+    first = {"reference_bytes": {"a": 1}, "points": {}}
+    second = {"reference_bytes": {"b": 2}, "points": {}}  # started before the first wrote anything
+    first = frontier._add_point(path, first, "a/mome/1-20/fp32/seed0", {"kind": "mome"})
+    second = frontier._add_point(path, second, "b/mmoe/1-20/fp32/seed0", {"kind": "mmoe"})
+    first = frontier._add_point(path, first, "a/mome/1-20/fp32/seed1", {"kind": "mome"})
+    on_disk = json.loads(path.read_text())
+    assert set(on_disk["points"]) == {"a/mome/1-20/fp32/seed0", "b/mmoe/1-20/fp32/seed0", "a/mome/1-20/fp32/seed1"}
+    assert on_disk["reference_bytes"] == {"a": 1, "b": 2}

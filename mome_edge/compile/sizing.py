@@ -5,8 +5,8 @@ serialising it with `artifact_bytes` -- never by a separate formula that could d
     compiled_size(model, spec, weights, metadata)      bytes and bytes by component
     fit_dense_config(config, spec, ...)                widths (then experts, embedding width) of a baseline
     smallest_config(config)                            the smallest model the trainer builds for a kind
-    mome_neuron_keep(model, spec, ...)                 MoME's neuron budget at the phase switch (top-k)
-    trim_expert_masks(model, spec, ...)                MoME's binary masks chosen to land in the range
+    mome_neuron_keep(model, spec, ...)                 MoME's neuron budget at the phase switch (open inputs, hidden widths cut)
+    trim_expert_masks(model, spec, ...)                MoME's binary masks opened or closed to land in the range
 
 Every search here evaluates sizes by compiling; parameters are initialised, not trained (sizes
 depend on shapes, and for MoME on the masks, not on weight values -- int8 scales and float
@@ -198,7 +198,8 @@ def mome_neuron_keep(
     no later layer can recover, a narrower hidden layer only capacity: on the MMoE generator,
     where every input carries signal, cutting inputs at the hidden layers' share lost
     0.01-0.23 AUC to size-matched baselines that keep every input (docs/budgets.md).
-    At least `floor` neurons per tensor."""
+    At least `floor` neurons per tensor (the most open; closed inputs only when fewer than
+    `floor` are open)."""
     mus = [mu.detach() for mu in model.gate_mus()]
     open_inputs = mus[0] > 0
     quantile = []
@@ -291,18 +292,21 @@ def trim_expert_masks(
         # too small (carved masks drop base weights no expert uses): open the most open closed
         # gates (by mu) until the file lands in the range -- the experts stay carved, only
         # less sparse. The bytes grow with the share from the natural density up to where the
-        # masks become so dense that they compress again, so the search stays below that.
+        # masks become so dense that they compress again: a share whose file is smaller than
+        # the natural one is past that peak, and the search moves back below it.
         small, large, best = natural_share, 1.0, None
-        for _ in range(16):
+        for _ in range(16 if natural_share < 1.0 else 0):
             mid = (small + large) / 2
             b = size(open_share(mid))
             if low_bytes <= b <= high_bytes:
                 best = (mid, b)
                 break
-            if b < low_bytes:
+            if natural_bytes <= b < low_bytes:
                 small = mid
-            else:
+            else:  # above the range, or past the peak
                 large = mid
+            if (large - small) * flat.numel() < 1:
+                break
         if best is None:  # every expert weight open: the dense equivalent the neuron budget sized
             everything = torch.ones_like(flat, dtype=torch.bool)
             full = size(everything)
