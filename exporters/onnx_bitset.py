@@ -92,6 +92,38 @@ def plane_bitsets(layer: ExpertLayer) -> np.ndarray:
     return np.packbits(planes, axis=3, bitorder="big").reshape(e_count, 1, in_dim, out8 // 8)
 
 
+def _base_columns(layer: ExpertLayer, stored, width: int):
+    """(W^T in the stored dtype, (in, width), zero beyond the output columns; the stored tensor,
+    int8 with scales along the input axis dequantised: not a layout the exporter writes)."""
+    from mome_edge.exporters.onnx_graph import StoredTensor
+
+    out_dim, in_dim = layer.weight.shape[-2:]
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())
+    data = np.zeros((in_dim, width), dtype=stored.data.dtype)
+    data[:, :out_dim] = stored.data.T
+    return data, stored
+
+
+def _base_initializer(b, stem: str, data: np.ndarray, stored, *, scale_shape: tuple[int, ...], out_dim: int) -> str:
+    """`data` stored in the artifact's precision, as float32 at load: fp32 as is, fp16 by a Cast,
+    int8 by a Cast and a Mul by its scales (one per output column, laid out as `scale_shape`
+    with zeros beyond `out_dim`, or one for all)."""
+    from mome_edge.exporters.onnx_graph import _to_float
+
+    if stored.storage == "fp32":
+        return b.const(f"{stem}_base", np.ascontiguousarray(data, dtype=np.float32), storage="fp32")
+    raw = b.const(f"{stem}_base_{stored.storage}", np.ascontiguousarray(data), storage=stored.storage)
+    scale = None
+    if stored.storage == "int8":
+        per_column = np.zeros(int(np.prod(scale_shape)), dtype=np.float32)
+        per_column[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
+        scale = per_column.reshape(scale_shape)
+    out = _to_float(b, f"{stem}_base", raw, stored, scale=scale)
+    b.info.decode_shapes[out] = data.shape
+    return out
+
+
 def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     """The shared base weight as float32 (in, out8): W^T with zero pad columns, stored whole
     (entries no expert uses are zero), for the speed mode's large layers.
@@ -102,28 +134,13 @@ def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     large layer more at the session's peak than the file bytes it saves (docs/deployment.md).
     fp16/int8 are stored as in the artifact and converted at load.
     """
-    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
-
     e_count, out_dim = layer.scale.shape
-    in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
-    union = np.zeros((in_dim, out8), dtype=bool)
+    data, stored = _base_columns(layer, stored, out8)
+    union = np.zeros(data.shape, dtype=bool)
     union[:, :out_dim] = layer.masks.any(axis=0).T
-    data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
-    data[:, :out_dim] = stored.data.T
     data = np.where(union, data, np.zeros((), dtype=data.dtype))
-    if stored.storage == "fp32":
-        return b.const(f"{stem}_base", data.astype(np.float32), storage="fp32")
-    raw = b.const(f"{stem}_base_{stored.storage}", data, storage=stored.storage)
-    scale = None
-    if stored.storage == "int8":
-        scale = np.zeros(out8, dtype=np.float32)
-        scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
-    out = _to_float(b, f"{stem}_base", raw, stored, scale=scale)
-    b.info.decode_shapes[out] = (in_dim, out8)
-    return out
+    return _base_initializer(b, stem, data, stored, scale_shape=(out8,), out_dim=out_dim)
 
 
 def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
@@ -133,28 +150,13 @@ def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     base-sized tensors while ONNX Runtime folds them) would outweigh the bytes it saves in
     a mode whose point is a low peak. fp16/int8 are stored as in the artifact and converted at load.
     """
-    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float
-
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
     cols = out8 // 8
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
-    data = np.zeros((in_dim, out8), dtype=stored.data.dtype)
-    data[:, :out_dim] = stored.data.T
-    data = np.ascontiguousarray(data.reshape(in_dim, 8, cols).transpose(1, 0, 2))  # (8, in, C)
-    if stored.storage == "fp32":
-        return b.const(f"{stem}_base_planes", data.astype(np.float32), storage="fp32")
-    raw = b.const(f"{stem}_base_planes_{stored.storage}", data, storage=stored.storage)
-    scale = None
-    if stored.storage == "int8":
-        scale = np.zeros(out8, dtype=np.float32)
-        scale[:out_dim] = np.asarray(stored.scale, dtype=np.float32)  # one per output column, or one for all (broadcast)
-        scale = scale.reshape(8, 1, cols)
-    out = _to_float(b, f"{stem}_base_planes", raw, stored, scale=scale)
-    b.info.decode_shapes[out] = (8, in_dim, cols)
-    return out
+    data, stored = _base_columns(layer, stored, out8)
+    data = data.reshape(in_dim, 8, cols).transpose(1, 0, 2)  # (8, in, C)
+    return _base_initializer(b, f"{stem}_planes", data, stored, scale_shape=(8, 1, cols), out_dim=out_dim)
 
 
 def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = None) -> str:
@@ -244,7 +246,7 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     Mul): a small model's session start is dominated by ONNX Runtime's per-node folding work,
     not by its bytes, and a union-layout base took 7 more nodes per layer.
     """
-    from mome_edge.exporters.onnx_graph import StoredTensor, _to_float, dense_layer_call
+    from mome_edge.exporters.onnx_graph import dense_layer_call
 
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
@@ -261,18 +263,12 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     if out8 != out_dim:
         bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
                     stem=f"{stem}_expert_mask_unpadded", **dec)
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())  # scales along the input axis: not a layout we write
+    data, stored = _base_columns(layer, stored, out_dim)
     union = layer.masks.any(axis=0).T  # (in, out): entries no expert uses are stored as zeros
-    data = np.where(union, np.asarray(stored.data).T, np.zeros((), dtype=stored.data.dtype))
+    data = np.where(union, data, np.zeros((), dtype=data.dtype))
     if first:
         data = data[:, None, :]  # (in, 1, out) against the scale's (1, E, out)
-    base = b.const(f"{stem}_base_{stored.storage}", np.ascontiguousarray(data), storage=stored.storage)
-    if stored.storage != "fp32":
-        scale = None
-        if stored.storage == "int8":
-            scale = np.asarray(stored.scale, dtype=np.float32).reshape(-1 if stored.axis is not None else ())
-        base = _to_float(b, f"{stem}_base", base, stored, scale=scale)
+    base = _base_initializer(b, stem, data, stored, scale_shape=(out_dim,), out_dim=out_dim)
     scale = layer.scale[None, :, :] if first else layer.scale[:, None, :]  # (1, E, out) | (E, 1, out)
     scale = b.const(f"{stem}_scale", np.ascontiguousarray(scale, dtype=np.float32))
     scaled = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
