@@ -105,6 +105,24 @@ def _base_columns(layer: ExpertLayer, stored, width: int):
     return data, stored
 
 
+def _read_entries_only(layer: ExpertLayer, data: np.ndarray) -> np.ndarray:
+    """`data` (in, >= out) with the entries no expert reads set to zero (a speed base stored whole)."""
+    out_dim = layer.weight.shape[-2]
+    union = np.zeros(data.shape, dtype=bool)
+    union[:, :out_dim] = layer.masks.any(axis=0).T
+    return np.where(union, data, np.zeros((), dtype=data.dtype))
+
+
+def _unpacked_masks(b, stem: str, packed: np.ndarray, out8: int) -> str:
+    """Load-time chain for speed mode: uint8 bitset bytes (.., rows, C) -> bool (.., rows, out8),
+    by Cast int32 (Gather reads int32/int64 indices), Gather of the 256 x 8 bit table, Reshape."""
+    name = b.const(f"{stem}_bitsets", packed, storage="bitset")
+    b.info.bitset_initializers.append(name)
+    index = b.op("Cast", [name], stem=f"{stem}_bytes", to=TensorProto.INT32, decode=True)
+    bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_bits", decode=True)  # (.., C, 8)
+    return b.op("Reshape", [bits, b.i64("shape", [*packed.shape[:-1], out8])], stem=f"{stem}_mask", decode=True)
+
+
 def _base_initializer(b, stem: str, data: np.ndarray, stored, *, scale_shape: tuple[int, ...], out_dim: int) -> str:
     """`data` stored in the artifact's precision, as float32 at load: fp32 as is, fp16 by a Cast,
     int8 by a Cast and a Mul by its scales (one per output column, laid out as `scale_shape`
@@ -137,10 +155,7 @@ def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     e_count, out_dim = layer.scale.shape
     out8 = padded_width(out_dim)
     data, stored = _base_columns(layer, stored, out8)
-    union = np.zeros(data.shape, dtype=bool)
-    union[:, :out_dim] = layer.masks.any(axis=0).T
-    data = np.where(union, data, np.zeros((), dtype=data.dtype))
-    return _base_initializer(b, stem, data, stored, scale_shape=(out8,), out_dim=out_dim)
+    return _base_initializer(b, stem, _read_entries_only(layer, data), stored, scale_shape=(out8,), out_dim=out_dim)
 
 
 def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
@@ -203,16 +218,10 @@ def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     out8 = padded_width(out_dim)
     dec = dict(decode=True)
     base = whole_base_weight(b, stem, layer, stored)  # (in, out8)
-    table = b.const("bit_table", BIT_TABLE)
     zero = b.const("zero_f32", np.zeros((), np.float32))
-    shape = b.i64("shape", [in_dim, out8])
     outputs = []
     for e, bytes_e in enumerate(speed_bitsets(layer)):  # (in, C) each
-        packed = b.const(f"{stem}_expert{e}_bitset", bytes_e, storage="bitset")
-        b.info.bitset_initializers.append(packed)
-        index = b.op("Cast", [packed], stem=f"{stem}_expert{e}_bytes", to=TensorProto.INT32, **dec)
-        bits = b.op("Gather", [table, index], stem=f"{stem}_expert{e}_bits", **dec)  # (in, C, 8) bool
-        bits = b.op("Reshape", [bits, shape], stem=f"{stem}_expert{e}_mask", **dec)  # (in, out8) bool
+        bits = _unpacked_masks(b, f"{stem}_expert{e}", bytes_e, out8)  # (in, out8) bool
         weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", **dec)  # (in, out8) float32
         b.info.decode_shapes[weight] = (in_dim, out8)
         x = h if first else b.op("Gather", [h, b.i64(f"expert{e}", e)], stem=f"{stem}_input{e}", axis=0)  # (B, in)
@@ -255,17 +264,12 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     bytes_all = speed_bitsets(layer)  # (E, in, C)
     if first:
         bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
-    packed = b.const(f"{stem}_expert_bitsets", bytes_all, storage="bitset")
-    b.info.bitset_initializers.append(packed)
-    index = b.op("Cast", [packed], stem=f"{stem}_expert_bytes", to=TensorProto.INT32, **dec)
-    bits = b.op("Gather", [b.const("bit_table", BIT_TABLE), index], stem=f"{stem}_expert_bits", **dec)  # (.., C, 8)
-    bits = b.op("Reshape", [bits, b.i64("shape", [*bytes_all.shape[:2], out8])], stem=f"{stem}_expert_mask", **dec)
+    bits = _unpacked_masks(b, f"{stem}_expert", bytes_all, out8)  # (in, E, out8) | (E, in, out8) bool
     if out8 != out_dim:
         bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
                     stem=f"{stem}_expert_mask_unpadded", **dec)
     data, stored = _base_columns(layer, stored, out_dim)
-    union = layer.masks.any(axis=0).T  # (in, out): entries no expert uses are stored as zeros
-    data = np.where(union, data, np.zeros((), dtype=data.dtype))
+    data = _read_entries_only(layer, data)  # (in, out)
     if first:
         data = data[:, None, :]  # (in, 1, out) against the scale's (1, E, out)
     base = _base_initializer(b, stem, data, stored, scale_shape=(out_dim,), out_dim=out_dim)

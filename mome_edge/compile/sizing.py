@@ -225,15 +225,18 @@ def mome_neuron_keep(
         top = keep_of(1.0)
         if (top_bytes := size(top)) <= target_bytes:
             return top, top_bytes
-        low, high = 0.0, 1.0
+        low, high, fitting = 0.0, 1.0, None
         for _ in range(14):
             mid = (low + high) / 2
-            if size(keep_of(mid)) <= target_bytes:
-                low = mid
+            keep = keep_of(mid)
+            if (mid_bytes := size(keep)) <= target_bytes:
+                low, fitting = mid, (keep, mid_bytes)
             else:
                 high = mid
-        keep = keep_of(low)
-        return keep, size(keep)
+        if fitting is None:  # nothing above 0 fits: the floor (plan_budget checked that it does)
+            keep = keep_of(0.0)
+            fitting = (keep, size(keep))
+        return fitting
 
     if size(keep_at(0.0, 1.0)) <= target_bytes:  # every open input fits with some hidden width
         return largest(lambda s: keep_at(s, 1.0))
