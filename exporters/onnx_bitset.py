@@ -193,42 +193,68 @@ def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = No
 
 def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
     """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start."""
-    if expert_bytes(layer)[0] > FOLD_AFFINE_MAX_BYTES:
+    if is_large(layer):
         return _speed_layer_large(b, stem, layer, h, stored, first=first)
     return _speed_layer_small(b, stem, layer, h, stored, first=first)
 
 
-def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
-    """speed_layer for a large layer: one chain and one MatMul per expert,
+def speed_expert_weights(b, stem: str, layer: ExpertLayer, stored) -> list[str]:
+    """The E experts of a large speed-mode layer, each folded at session start from its bits:
 
         bits_e = Reshape(Gather(bit table, Cast int32 (bytes_e)))   (in, out8) bool
         w_e    = Where(bits_e, base, 0)                              base (in, out8) stored whole
-        y_e    = MatMul(x_e, w_e)                                    then normalisation, ReLU
 
     Every folded output stays allocated until constant folding ends, so the chain adds 2.5
     bytes per expert weight (int32 index per 8, bool bits, bool reshape) to the experts
-    themselves. One chain per expert, not one for all: ONNX Runtime's Where allocates
+    themselves. One chain per expert, not one for all: ONNX Runtime's Where allocates two
     temporaries the size of its output while it runs, which for all E experts at once (or
     a Where broadcasting the base over E) put the paper-size session's peak far above the
-    dense export's; the per-expert MatMuls read constant weights, which ONNX Runtime
-    pre-packs (a weight reshaped at call time is not, and ran slower at batch 1).
+    dense export's. Each w_e is a constant that ONNX Runtime pre-packs for its MatMul (a
+    weight reshaped at call time is not, and ran slower at batch 1). The bit-plane layout
+    (Gather along the table's byte axis: no bool Reshape, 1 byte per weight less while
+    folding) was measured too: its (8, B, C) matmul outputs and their transposes raised the
+    peak at batch 512 by more than it saved at load (docs/deployment.md).
     """
-    e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
-    out8 = padded_width(out_dim)
-    dec = dict(decode=True)
+    out8 = padded_width(layer.scale.shape[1])
     base = whole_base_weight(b, stem, layer, stored)  # (in, out8)
     zero = b.const("zero_f32", np.zeros((), np.float32))
-    outputs = []
+    weights = []
     for e, bytes_e in enumerate(speed_bitsets(layer)):  # (in, C) each
         bits = _unpacked_masks(b, f"{stem}_expert{e}", bytes_e, out8)  # (in, out8) bool
-        weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", **dec)  # (in, out8) float32
+        weight = b.op("Where", [bits, base, zero], stem=f"{stem}_expert{e}_weight", decode=True)  # (in, out8) float32
         b.info.decode_shapes[weight] = (in_dim, out8)
+        weights.append(weight)
+    return weights
+
+
+def speed_expert_call(b, stem: str, layer: ExpertLayer, x: str, weight: str, e: int) -> str:
+    """x (B, in) -> expert e's output (B, out): MatMul with its folded weight (in, out8), pad
+    columns dropped, normalisation (scale, shift of expert e), ReLU."""
+    out_dim = layer.scale.shape[1]
+    y = b.op("MatMul", [x, weight], stem=f"{stem}_expert{e}_matmul")  # (B, out8)
+    if padded_width(out_dim) != out_dim:
+        y = b.op("Slice", [y, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])], stem=f"{stem}_expert{e}_unpadded")
+    y = b.op("Mul", [y, b.const(f"{stem}_expert{e}_scale", layer.scale[e])], stem=f"{stem}_expert{e}_scaled")
+    y = b.op("Add", [y, b.const(f"{stem}_expert{e}_shift", layer.shift[e])], stem=f"{stem}_expert{e}_affine")
+    return b.op("Relu", [y], stem=f"{stem}_expert{e}_out")
+
+
+def is_large(layer: ExpertLayer) -> bool:
+    """Whether speed mode expands this masked layer expert by expert (above FOLD_AFFINE_MAX_BYTES)."""
+    return expert_bytes(layer)[0] > FOLD_AFFINE_MAX_BYTES
+
+
+def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
+    """speed_layer for a large layer in a trunk built layer by layer (PLE): one folded weight
+    and one call per expert (speed_expert_weights, speed_expert_call), stacked to (E, B, out).
+    Mixture trunks run each expert through all its layers instead (onnx_graph._speed_pipeline_trunk)."""
+    outputs = []
+    for e, weight in enumerate(speed_expert_weights(b, stem, layer, stored)):
         x = h if first else b.op("Gather", [h, b.i64(f"expert{e}", e)], stem=f"{stem}_input{e}", axis=0)  # (B, in)
-        y = b.op("MatMul", [x, weight], stem=f"{stem}_expert{e}_matmul")  # (B, out8)
-        outputs.append(b.op("Unsqueeze", [y, b.i64("axis0", [0])], stem=f"{stem}_expert{e}_out"))
-    y = b.op("Concat", outputs, stem=f"{stem}_by_expert", axis=0)  # (E, B, out8)
-    return _affine(b, stem, y, layer)
+        y = speed_expert_call(b, stem, layer, x, weight, e)  # (B, out)
+        outputs.append(b.op("Unsqueeze", [y, b.i64("axis0", [0])], stem=f"{stem}_expert{e}_stacked"))
+    return b.op("Concat", outputs, stem=f"{stem}_out", axis=0)  # (E, B, out)
 
 
 # Up to this many bytes of E dense experts, a speed-mode layer is small: one load-time chain

@@ -496,22 +496,79 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     """x0 (B, d0) -> per-task representation (T, B, d)."""
     if not model.layers:
         raise ConfigError(f"the compiled {model.kind} model has no expert layer; it cannot be exported")
-    h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
-    for i, layer in enumerate(model.layers[1:], start=1):
-        h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
     tasks = len(model.tasks)
     e_count = model.layers[-1].experts
+    pipeline = b.mode == "speed" and experts_mode == "bitset" and any(
+        layer.masks is not None and onnx_bitset.is_large(layer) for layer in model.layers)
+    if pipeline:
+        h_be = _speed_pipeline_experts(b, model, x0, source)  # (B, E, d)
+    else:
+        h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
+        for i, layer in enumerate(model.layers[1:], start=1):
+            h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
     if model.routing == "softmax":
         weights = _gate_weights(b, model, x0, source, tasks, e_count)  # (B, T, E)
-        h_be = b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
+        if not pipeline:
+            h_be = b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
         mixed = b.op("MatMul", [weights, h_be], stem="mixed")  # (B, T, d)
         return b.op("Transpose", [mixed], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
     if model.fixed_expert is None:
         raise ConfigError("fixed routing without fixed_expert in the compiled model; recompile it")
     fixed = list(model.fixed_expert)
+    if pipeline:
+        h = b.op("Gather", [h_be, b.i64("fixed_expert", fixed)], stem="task_inputs_bte", axis=1)  # (B, T, d)
+        return b.op("Transpose", [h], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
     if fixed == list(range(e_count)):
         return h
     return b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs", axis=0)  # (T, B, d)
+
+
+def _speed_pipeline_experts(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None) -> str:
+    """x0 (B, d0) -> every expert's trunk output (B, E, d), speed mode with large layers: each
+    expert runs through all its layers before the next starts (weights folded at load, one
+    per expert and layer: onnx_bitset.speed_expert_weights).
+
+    Not layer by layer: at batch 512 the (E, B, width) stacks of a layer-by-layer trunk (each
+    expert's output, their concatenation, its normalised copies, each expert's slice of it for
+    the next layer) held at once were most of the paper-size session's peak RSS; run expert by
+    expert, ONNX Runtime reuses one expert's activation buffers for the next (its execution
+    order follows the node order here) and only the E final outputs (B, d) are held together.
+    """
+    e_count = model.layers[0].experts
+    weights: list[list[str]] = []  # [layer][expert] -> (in, out8) or (in, out) weight
+    for i, layer in enumerate(model.layers):
+        stem, key = f"layer{i}", f"layers.{i}.weight"
+        if layer.masks is not None:
+            all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
+            b.info.expert_bytes += all_bytes
+            b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+            weights.append(onnx_bitset.speed_expert_weights(b, stem, layer, _stored(source, key, layer.weight)))
+            continue
+        stacked = _expert_weights(b, stem, layer, key, first=False, experts_mode="bitset", source=source)  # (E, in, out), scaled
+        per_expert = []
+        for e in range(e_count):
+            w = b.op("Gather", [stacked, b.i64(f"expert{e}", e)], stem=f"{stem}_expert{e}_weight", axis=0, decode=True)
+            b.info.decode_shapes[w] = (layer.weight.shape[-1], layer.scale.shape[1])
+            per_expert.append(w)
+        weights.append(per_expert)
+    x = _select_columns(b, x0, model.layers[0].input_index, 1, "layer0")  # (B, in0), shared
+    index = {i: b.i64(f"layer{i}_input_index", layer.input_index)
+             for i, layer in enumerate(model.layers) if i and layer.input_index is not None}
+    outputs = []
+    for e in range(e_count):
+        h = x
+        for i, layer in enumerate(model.layers):
+            stem = f"layer{i}"
+            if i in index:
+                h = b.op("Gather", [h, index[i]], stem=f"{stem}_expert{e}_input", axis=1)
+            if layer.masks is not None:
+                h = onnx_bitset.speed_expert_call(b, stem, layer, h, weights[i][e], e)  # (B, out)
+                continue
+            y = b.op("MatMul", [h, weights[i][e]], stem=f"{stem}_expert{e}_matmul")
+            y = b.op("Add", [y, b.const(f"{stem}_expert{e}_shift", layer.shift[e])], stem=f"{stem}_expert{e}_affine")
+            h = b.op("Relu", [y], stem=f"{stem}_expert{e}_out")
+        outputs.append(b.op("Unsqueeze", [h, b.i64("axis1", [1])], stem=f"expert{e}_trunk_out"))  # (B, 1, d)
+    return b.op("Concat", outputs, stem="experts_by_row", axis=1)  # (B, E, d)
 
 
 def _gate_weights(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None, tasks: int, e_count: int) -> str:

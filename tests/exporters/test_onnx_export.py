@@ -276,7 +276,7 @@ def test_speed_layers_with_and_without_the_normalisation_folded_at_load(monkeypa
     proto = export_onnx(model, mode="speed", simplify=False, validate=False)
     import re
 
-    per_call_slices = [n for n in proto.graph.node if re.fullmatch(r"mome/layer\d+_unpadded_\d+", n.output[0])]  # on activations
+    per_call_slices = [n for n in proto.graph.node if re.fullmatch(r"mome/layer\d+(_expert\d+)?_unpadded_\d+", n.output[0])]  # on activations
     assert bool(per_call_slices) == (fold_affine_max_bytes == 0)
     cat, num = sample_inputs(model.spec, 40, seed=17, invalid=True)
     for session in SESSION_MODES:
