@@ -119,6 +119,39 @@ def test_speed_mode_expands_large_layers_expert_by_expert(monkeypatch, large: bo
                                    reference_forward(model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
 
 
+@pytest.mark.parametrize("routing", ["softmax", "fixed"])
+def test_speed_mode_with_large_layers_runs_each_expert_through_the_whole_trunk(monkeypatch, routing: str) -> None:
+    """Large speed-mode layers: expert e's layer-i matmul reads expert e's layer-(i-1) output
+    directly, with no (E, B, width) stack between layers (no Concat, no Gather of a stack):
+    ONNX Runtime can then reuse one expert's activation buffers for the next, which bounds
+    the session's peak at large batches. Exact against the reference, softmax and fixed routing."""
+    import dataclasses
+    import re
+
+    from mome_edge.exporters import onnx_bitset
+
+    monkeypatch.setattr(onnx_bitset, "FOLD_AFFINE_MAX_BYTES", 0)
+    model = make_compiled("mome", seed=4, hidden=(13, 6, 5), later_index=True)
+    if routing == "fixed":
+        model = dataclasses.replace(model, routing="fixed", fixed_expert=tuple(range(len(model.tasks))), gates=None)
+    proto = export_onnx(model, mode="speed", simplify=False, validate=False)
+    producer = {o: n for n in proto.graph.node for o in n.output}
+    e_count = model.layers[0].experts
+    for i in range(1, len(model.layers)):
+        for e in range(e_count):
+            matmul = next(n for n in proto.graph.node if re.fullmatch(rf"mome/layer{i}_expert{e}_matmul_\d+", n.output[0]))
+            source = producer[matmul.input[0]]
+            while source.op_type == "Gather" and re.search(rf"layer{i}_expert{e}_input", source.output[0]):
+                source = producer[source.input[0]]  # the next layer's kept input columns
+            assert re.fullmatch(rf"mome/layer{i - 1}_expert{e}_out_\d+", source.output[0]), source.output[0]
+    stacks = [n.output[0].split("/")[-1].rsplit("_", 1)[0] for n in proto.graph.node if n.op_type == "Concat"]
+    assert [s for s in stacks if s != "x0_grouped"] == ["experts_by_row"]  # x0_grouped: the embedding's, before the trunk
+    cat, num = sample_inputs(model.spec, 24, seed=8, invalid=True)
+    for session in SESSION_MODES:
+        np.testing.assert_allclose(_onnx_probs(proto, cat, num, model.tasks, session), reference_forward(model, cat, num),
+                                   rtol=0, atol=PARITY_ATOL_FP32)
+
+
 @pytest.mark.parametrize("large", [False, True])
 @pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
 def test_speed_mode_folds_its_whole_decoder_at_load(tmp_path: Path, monkeypatch, large: bool, weights: str) -> None:
