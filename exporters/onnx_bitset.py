@@ -14,7 +14,8 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         - larger layers: one chain and one MatMul per expert from a base stored whole,
             bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
             -> Where(bits, base, 0) -> expert e (in, out8), a constant ONNX Runtime pre-packs
-            for its MatMul.
+            for its MatMul; a mixture's trunk then runs each expert through all its layers
+            before the next (onnx_graph._speed_pipeline_experts).
 memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
         trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
         onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
