@@ -284,8 +284,10 @@ def _simplify(model: onnx.ModelProto, info: GraphInfo) -> tuple[onnx.ModelProto,
     boundary = [o for n in decode for o in n.output if o in core_reads]
     loop_outputs = [o for n in loops for o in n.output]
     # what the Loops read from the graph around them: their inputs and the names their bodies read from the outer scope
+    # (decoder outputs are not: the decoder is spliced back next to the Loops, outside what onnxsim sees)
+    decoded = {o for n in decode for o in n.output}
     loop_inputs = sorted({i for n in loops for i in _outer_reads(n) if i not in init_names and i not in loop_outputs
-                          and i not in {v.name for v in graph.input}} - set(boundary))
+                          and i not in {v.name for v in graph.input}} - set(boundary) - decoded)
     inferred = onnx.shape_inference.infer_shapes(model)
     types = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)
              if v.type.tensor_type.HasField("shape")}

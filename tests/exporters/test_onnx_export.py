@@ -375,6 +375,18 @@ def test_simplification_keeps_bitset_storage(census_mome, mode: str) -> None:
     assert not any(p.key.startswith("onnxsim.") for p in result.model.metadata_props)
 
 
+@pytest.mark.parametrize("weights", ["fp16", "int8"])
+def test_memory_mode_with_a_quantised_base_is_simplified(tmp_path: Path, census_mome, weights: str) -> None:
+    """A memory-mode export whose base is dequantised at load: the decoder's outputs that only
+    the Loop reads are not outputs onnxsim's graph must produce (before the fix onnxsim
+    failed on them and the export shipped unsimplified)."""
+    artifact = tmp_path / "model.mome"
+    write_artifact(artifact, census_mome, weights=weights)
+    report = export_artifact(artifact, tmp_path / "memory.onnx", mode="memory")
+    assert report["simplified"], report["simplify_note"]
+    assert "kept out of constant folding" in report["simplify_note"]
+
+
 def test_plain_onnxsim_would_fold_the_bitsets(census_mome) -> None:
     """Why the decoder is protected: onnxsim on the whole graph stores the experts dense."""
     import onnxsim
