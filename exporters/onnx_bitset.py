@@ -400,3 +400,56 @@ def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts) -> st
     y = b.op("Transpose", [y], stem=f"{stem}_columns_e", perm=[1, 0, 2])  # (B, 8, C)
     y = b.op("Reshape", [y, b.i64("shape", [0, out8])], stem=f"{stem}_matmul_e_2d")  # (B, out8): column k*C + c
     return _affine(b, stem, y, layer, expert=e)  # (B, out)
+
+
+# Up to this many bytes of E dense experts, a memory-mode layer rebuilds all its experts at
+# once inside a call (one pass: memory_layer_all_experts) instead of one expert per Loop
+# iteration: a small model's call is then a few dozen nodes, where the Loop ran ~300 (census:
+# ONNX Runtime's per-node cost, not the rebuild, was most of a batch-1 call). What it holds
+# while a call runs is one layer's experts (1 MiB each for census), not the model's.
+MEMORY_LAYER_AT_ONCE_BYTES = 2 * 2**20
+
+
+def memory_layer_all_experts(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored, live_zero: str) -> str:
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out): every expert of the layer
+    rebuilt inside the call, in one pass over its bit planes, then one batched matmul.
+
+        bytes (E, 1, in, C) -> Mul by 2^k per plane (1, 8, 1, 1) (+ live_zero: a uint8 0
+        computed from the call, so that no optimiser can fold the experts into constants)
+        -> Clip [127, 128] -> DequantizeLinear(scale = base planes (1, 8, in, C) shared by
+        the E experts: block_size E along axis 0; zero point 127) -> W (E, 8, in, C)
+        -> h @ W (E, 8, B, C) -> (E, B, 8, C) -> (E, B, out8) -> normalisation, ReLU
+    Below opset 21 (no blocked DequantizeLinear): Sub 127 -> Cast -> Mul base. (Measured
+    too: weights rebuilt transposed, (E, out8, in), with activations kept (E, features, B):
+    slower at batch 1 on census, and a higher peak.)
+    """
+    e_count, out_dim = layer.scale.shape
+    in_dim = layer.weight.shape[-1]
+    out8 = padded_width(out_dim)
+    cols = out8 // 8
+    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C)
+    if base in b.inits and b.info.storage.get(base) == "fp32":
+        whole = onnx.numpy_helper.to_array(b.inits.pop(base))
+        b.info.storage.pop(base)
+        base = b.const(f"{stem}_base_planes", whole[None], storage="fp32")  # (1, 8, in, C): the same bytes
+    else:
+        base = b.op("Unsqueeze", [base, b.i64("axis0", [0])], stem=f"{stem}_base_planes_4d", decode=True)
+        b.info.decode_shapes[base] = (1, 8, in_dim, cols)
+    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
+    b.info.bitset_initializers.append(packed)
+    shift = b.op("Add", [b.const("plane_shift_4d", PLANE_SHIFT.reshape(1, 8, 1, 1)), live_zero], stem=f"{stem}_plane_shift")
+    low, high = b.const("u8_127", np.array(127, np.uint8)), b.const("u8_128", np.array(128, np.uint8))
+    top = b.op("Mul", [packed, shift], stem=f"{stem}_planes_top")  # (E, 8, in, C): bit k of each byte now bit 7
+    clipped = b.op("Clip", [top, low, high], stem=f"{stem}_planes_clip")  # 127 | 128
+    if b.opset >= FUSED_DEQUANTIZE_OPSET:
+        zero_point = b.op("Expand", [low, b.i64("plane_shape", [1, 8, in_dim, cols])], stem=f"{stem}_zero_point", decode=True)
+        b.info.decode_shapes[zero_point] = (1, 8, in_dim, cols)
+        w = b.op("DequantizeLinear", [clipped, base, zero_point], stem=f"{stem}_experts", axis=0, block_size=e_count)
+    else:
+        bit = b.op("Sub", [clipped, low], stem=f"{stem}_planes")
+        w = b.op("Mul", [b.op("Cast", [bit], stem=f"{stem}_planes_f32", to=TensorProto.FLOAT), base], stem=f"{stem}_experts")
+    x = h if first else b.op("Unsqueeze", [h, b.i64("axis1", [1])], stem=f"{stem}_input_4d")  # (B, in) | (E, 1, B, in)
+    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (E, 8, B, C)
+    y = b.op("Transpose", [y], stem=f"{stem}_columns", perm=[0, 2, 1, 3])  # (E, B, 8, C)
+    y = b.op("Reshape", [y, b.i64("shape", [0, 0, out8])], stem=f"{stem}_matmul_3d")  # (E, B, out8): column k*C + c
+    return _affine(b, stem, y, layer)  # (E, B, out)

@@ -506,17 +506,25 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
         h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
         for i, layer in enumerate(model.layers[1:], start=1):
             h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
+    if pipeline:
+        return _mix(b, model, x0, h_be, source, rows_first=True)
+    return _mix(b, model, x0, h, source)
+
+
+def _mix(b: _Builder, model: CompiledModel, x0: str, h: str, source: WeightSource | None, *, rows_first: bool = False) -> str:
+    """The experts' outputs h (E, B, d), or (B, E, d) if rows_first -> per-task inputs (T, B, d)."""
+    tasks = len(model.tasks)
+    e_count = model.layers[-1].experts
     if model.routing == "softmax":
         weights = _gate_weights(b, model, x0, source, tasks, e_count)  # (B, T, E)
-        if not pipeline:
-            h_be = b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
+        h_be = h if rows_first else b.op("Transpose", [h], stem="experts_by_row", perm=[1, 0, 2])  # (B, E, d)
         mixed = b.op("MatMul", [weights, h_be], stem="mixed")  # (B, T, d)
         return b.op("Transpose", [mixed], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
     if model.fixed_expert is None:
         raise ConfigError("fixed routing without fixed_expert in the compiled model; recompile it")
     fixed = list(model.fixed_expert)
-    if pipeline:
-        h = b.op("Gather", [h_be, b.i64("fixed_expert", fixed)], stem="task_inputs_bte", axis=1)  # (B, T, d)
+    if rows_first:
+        h = b.op("Gather", [h, b.i64("fixed_expert", fixed)], stem="task_inputs_bte", axis=1)  # (B, T, d)
         return b.op("Transpose", [h], stem="task_inputs", perm=[1, 0, 2])  # (T, B, d)
     if fixed == list(range(e_count)):
         return h
@@ -654,6 +662,27 @@ def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: We
     return b.op("Loop", [trips, "", zero], stem="task_inputs", body=body)  # (T, B, d)
 
 
+def _memory_layerwise_trunk(b: _Builder, model: CompiledModel, x0: str, source: WeightSource | None, live_zero: str) -> str:
+    """x0 (r, d0) -> per-task representation (T, r, d), memory mode for small layers: layer by
+    layer, every expert of a layer rebuilt inside the call at once
+    (onnx_bitset.memory_layer_all_experts), then the mixture as in _mixture_trunk."""
+    h = _select_columns(b, x0, model.layers[0].input_index, 1, "layer0")  # (r, in0), shared
+    for i, layer in enumerate(model.layers):
+        stem, key = f"layer{i}", f"layers.{i}.weight"
+        if i:
+            h = _select_columns(b, h, layer.input_index, 2, stem)  # (E, r, in)
+        if layer.masks is not None:
+            all_bytes, _ = onnx_bitset.expert_bytes(layer)
+            b.info.expert_bytes += all_bytes
+            b.info.one_expert_bytes = max(b.info.one_expert_bytes, all_bytes)  # the layer's experts, held while a call runs
+            h = onnx_bitset.memory_layer_all_experts(b, stem, layer, h, first=i == 0, stored=_stored(source, key, layer.weight),
+                                                     live_zero=live_zero)  # (E, r, out)
+            continue
+        w = _expert_weights(b, stem, layer, key, first=i == 0, experts_mode="bitset", source=source)
+        h = dense_layer_call(b, stem, layer, h, w, first=i == 0)  # (E, r, out)
+    return _mix(b, model, x0, h, source)
+
+
 def _ple_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str, source: WeightSource | None) -> str:
     tasks = len(model.tasks)
     branches = None  # (T+1, B, d) after the first level; level 0 reads x0 everywhere
@@ -723,6 +752,12 @@ def _task_outputs(b: _Builder, model: CompiledModel, probs: str) -> None:
 # batch, for the price of rebuilding the experts once per block (64 / 128 / 256 rows compared
 # in docs/deployment.md)
 MEMORY_ROW_BLOCK = 128
+# ... and in blocks of this many rows when every masked layer rebuilds all its experts at once
+# (onnx_bitset.memory_layer_all_experts): its (E, rows, width) activations and (E, 8, rows, C)
+# matmul outputs are E times an expert's, and 64 rows kept census's peak under 0.7x the dense
+# MMoE's (128 rows: 0.72x) for ~6 % more time at batch 512 (measured with
+# mome_edge/runtime/device_bench.py FILE --batch 1,32,512 --threads 1)
+MEMORY_ROW_BLOCK_ALL_EXPERTS = 64
 
 
 def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
@@ -734,10 +769,13 @@ def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource |
     per block costs nothing next to a block's matmuls).
     """
     tasks = len(model.tasks)
-    block = b.i64("row_block", [MEMORY_ROW_BLOCK])
+    layerwise = all(layer.masks is None or onnx_bitset.expert_bytes(layer)[0] <= onnx_bitset.MEMORY_LAYER_AT_ONCE_BYTES
+                    for layer in model.layers)
+    row_block = MEMORY_ROW_BLOCK_ALL_EXPERTS if layerwise else MEMORY_ROW_BLOCK
+    block = b.i64("row_block", [row_block])
     rows = b.op("Slice", [b.op("Shape", [INPUT_CATEGORICAL], stem="input_shape"), b.i64("start", [0]), b.i64("end", [1])],
                 stem="rows")  # (1,) B
-    blocks = b.op("Div", [b.op("Add", [rows, b.i64("block_minus_1", [MEMORY_ROW_BLOCK - 1])], stem="rows_padded"), block],
+    blocks = b.op("Div", [b.op("Add", [rows, b.i64("block_minus_1", [row_block - 1])], stem="rows_padded"), block],
                   stem="blocks")  # (1,) ceil(B / R)
     trips = b.op("Reshape", [blocks, b.i64("scalar", np.zeros(0, np.int64))], stem="block_count")  # ()
     start_probs = b.const("no_rows", np.zeros((tasks, 0), np.float32))  # (T, 0)
@@ -754,7 +792,12 @@ def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource |
     cat = b.op("Slice", [INPUT_CATEGORICAL, first, last, axis0], stem="block_categorical")  # (r, F)
     num = b.op("Slice", [INPUT_NUMERICAL, first, last, axis0], stem="block_numerical")  # (r, D)
     x0 = _embed(b, model, source, categorical=cat, numerical=num)
-    h = _memory_mixture_trunk(b, model, x0, source)  # (T, r, d)
+    if layerwise:
+        live_zero = b.op("Cast", [b.op("Mul", [i, b.i64("zero", 0)], stem="block_index_times_0")], stem="live_zero_u8",
+                         to=TensorProto.UINT8)  # 0, computed from the call: see onnx_bitset.memory_layer_all_experts
+        h = _memory_layerwise_trunk(b, model, x0, source, live_zero)  # (T, r, d)
+    else:
+        h = _memory_mixture_trunk(b, model, x0, source)  # (T, r, d)
     probs = _tower_probabilities(b, model, h, source)  # (T, r)
     probs_out = b.op("Concat", [done, probs], stem="probs_out", axis=1)  # (T, rows so far)
     body_nodes, b.nodes = b.nodes, outer_nodes

@@ -366,7 +366,7 @@ def test_simplification_keeps_bitset_storage(census_mome, mode: str) -> None:
     result = export_onnx_with_report(census_mome, experts="bitset", validate=True, mode=mode)
     report = result.report
     assert report.simplified
-    assert ("kept out of constant folding" in report.simplify_note) == (mode == "speed")  # memory: nothing to protect
+    assert "kept out of constant folding" in report.simplify_note  # memory: its DequantizeLinear zero points, expanded at load
     assert report.bytes_after <= report.bytes_before + SIMPLIFY_GROWTH_BYTES
     assert report.parity_max_abs is not None and report.parity_max_abs <= PARITY_ATOL_FP32
     before = {t.name: t.raw_data for t in raw.graph.initializer if t.data_type == onnx.TensorProto.UINT8 and "bitset" in t.name}
@@ -530,11 +530,27 @@ def test_onnx_runtime_folds_the_whole_speed_decoder_at_load(tmp_path: Path, weig
     assert not left, f"decoder ops not folded by ONNX Runtime: {sorted(left)}"
 
 
+# memory mode's two trunks: every expert of a small layer rebuilt at once per call (the default
+# for these small models), or one expert per Loop iteration (layers above MEMORY_LAYER_AT_ONCE_BYTES)
+MEMORY_TRUNKS = ("all_experts", "expert_loop")
+
+
+def _memory_trunk(monkeypatch, trunk: str) -> None:
+    from mome_edge.exporters import onnx_bitset
+
+    if trunk == "expert_loop":
+        monkeypatch.setattr(onnx_bitset, "MEMORY_LAYER_AT_ONCE_BYTES", 0)
+
+
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
 @pytest.mark.parametrize("weights", ["fp32", "int8"])
-def test_memory_mode_survives_default_constant_folding(tmp_path: Path, weights: str) -> None:
-    """memory: ORT's default optimisations fold the load-time part (int8 base) and nothing of the
-    per-call rebuild: the Loop, its uint8 Mul/Clip/Sub and DequantizeLinear stay, and the optimised graph
-    stays as small as the file (a folded decoder would multiply the expert bytes by 32)."""
+def test_memory_mode_survives_default_constant_folding(tmp_path: Path, monkeypatch, weights: str, trunk: str) -> None:
+    """memory: ORT's default optimisations fold the load-time part (int8 base, zero points) and
+    nothing of the per-call rebuild: the Loop, its uint8 Mul/Clip and DequantizeLinear stay, and
+    the optimised graph stays as small as the file (a folded decoder would multiply the expert
+    bytes by 32). Both trunks: the all-experts one is kept from folding by a value computed
+    from the call, the expert Loop by its iteration number."""
+    _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=16, hidden=(64, 32), experts=8)
     artifact = tmp_path / "m.mome"
     write_artifact(artifact, model, weights=weights)
@@ -546,13 +562,15 @@ def test_memory_mode_survives_default_constant_folding(tmp_path: Path, weights: 
     assert optimised.ByteSize() < (tmp_path / "m.onnx").stat().st_size + dense_experts / 4
 
 
-def test_memory_mode_isolates_every_bit_of_every_byte() -> None:
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
+def test_memory_mode_isolates_every_bit_of_every_byte(monkeypatch, trunk: str) -> None:
     """The uint8 Mul (mod 256) + Clip + Sub bit isolation, against numpy's unpacking: masks at
     density 0.5 over the second layer (4 experts x 256 inputs x 128 outputs) give every one of
     the 256 byte values many times, and the rebuilt experts (hence the probabilities) must
     equal the reference's."""
     from mome_edge.exporters import onnx_bitset
 
+    _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=31, hidden=(256, 128), experts=4, density=0.5, prune=False)
     packed = onnx_bitset.plane_bitsets(model.layers[1])
     assert len(np.unique(packed)) == 256
@@ -562,10 +580,13 @@ def test_memory_mode_isolates_every_bit_of_every_byte() -> None:
                                rtol=0, atol=PARITY_ATOL_FP32)
 
 
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
 @pytest.mark.parametrize("rows", [0, 1, 2 * onnx_graph.MEMORY_ROW_BLOCK + 5])
-def test_memory_mode_row_blocks(rows: int) -> None:
-    """memory mode runs a batch in blocks of MEMORY_ROW_BLOCK rows: an empty batch, one row and a
-    ragged last block give the reference's probabilities, in row order."""
+def test_memory_mode_row_blocks(monkeypatch, rows: int, trunk: str) -> None:
+    """memory mode runs a batch in blocks of MEMORY_ROW_BLOCK (expert Loop) or
+    MEMORY_ROW_BLOCK_ALL_EXPERTS rows: an empty batch, one row and a ragged last block give the
+    reference's probabilities, in row order."""
+    _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=33)
     proto = export_onnx(model, mode="memory", simplify=True, validate=False)
     cat, num = sample_inputs(model.spec, max(rows, 1), seed=34, invalid=True)
