@@ -16,7 +16,10 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
             -> Where(bits, base, 0) -> expert e (in, out8), a constant ONNX Runtime pre-packs
             for its MatMul; a mixture's trunk then runs each expert through all its layers
             before the next (onnx_graph._speed_pipeline_experts).
-memory: a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
+memory: small layers (E dense experts <= MEMORY_LAYER_AT_ONCE_BYTES, e.g. census): every
+        expert of a layer rebuilt at once inside the call (memory_layer_all_experts, through
+        onnx_graph._memory_layerwise_trunk); larger layers:
+        a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
         trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
         onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
         weights in groups of bit planes and multiplies with them:
