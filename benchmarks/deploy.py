@@ -192,12 +192,55 @@ def summarise(report: dict, work: Path) -> dict:
     return out
 
 
-def check_targets(size: str, files: dict) -> list[dict]:
+# the latency ratios: every file of a target in ONE process, in alternating blocks of calls
+INTERLEAVED_BLOCKS = 20
+
+
+def interleaved_latency(work: Path, size: str, runs: int) -> dict:
+    """p50 (ms) per file and batch of the files the latency targets compare, all loaded in one
+    process and called in alternating blocks (INTERLEAVED_BLOCKS blocks of runs/blocks calls
+    per file and batch).
+
+    Why, besides the fresh-process table: on this shared 2-vCPU VM a process's batch-1 p50 is
+    bimodal (census speed file: 0.059 or 0.08-0.09 ms from one fresh process to the next, the
+    same on either core), so a ratio of two fresh-process figures moved by up to 0.5 between
+    runs. Alternating blocks in one process put the two sides of a ratio under the same load,
+    and each block of calls still runs its session warm, as an app calling one model does."""
+    from mome_edge.runtime import device_bench
+
+    labels = sorted({name for num, den, batch, _ in TARGETS[size] if batch is not None for name in (num, den)})
+    models = {label: device_bench.load(str(work / FILES[label][0]), 1, "materialize", 0.0)[0] for label in labels}
+    per_block = max(1, runs // INTERLEAVED_BLOCKS)
+    out: dict = {label: {} for label in labels}
+    for batch in sorted({b for _, _, b, _ in TARGETS[size] if b is not None}):
+        inputs = {label: device_bench.sample(m.vocab, m.width, batch, 0) for label, m in models.items()}
+        times: dict = {label: [] for label in labels}
+        for label, m in models.items():  # warm-up
+            for _ in range(3):
+                m.predict(*inputs[label])
+        for _ in range(INTERLEAVED_BLOCKS):
+            for label, m in models.items():
+                for _ in range(per_block):
+                    start = time.perf_counter()
+                    m.predict(*inputs[label])
+                    times[label].append(time.perf_counter() - start)
+        for label in labels:
+            out[label][str(batch)] = float(statistics.median(times[label])) * 1e3
+    return {"p50_ms": out, "blocks": INTERLEAVED_BLOCKS, "calls_per_block": per_block}
+
+
+def check_targets(size: str, files: dict, interleaved: dict | None = None) -> list[dict]:
+    """The issue-12 ratios: memory from the fresh-process runs, latency from `interleaved`
+    (one process, alternating blocks) when given, else from the fresh-process p50s."""
     checks = []
     for num, den, batch, limit in TARGETS[size]:
         if batch is None:
             value = files[num]["added_peak_rss_mb"] / files[den]["added_peak_rss_mb"]
             what = "added peak RSS"
+        elif interleaved is not None:
+            p50 = interleaved["p50_ms"]
+            value = p50[num][str(batch)] / p50[den][str(batch)]
+            what = f"p50 batch {batch} (one process, interleaved)"
         else:
             value = files[num]["latency_ms"][str(batch)]["p50"] / files[den]["latency_ms"][str(batch)]["p50"]
             what = f"p50 batch {batch}"
@@ -229,7 +272,8 @@ def main() -> None:
         section["bench"] = bench_rounds(work, args.runs, args.rounds)
         section["empty_session"] = empty_session(work)
         section["files"] = summarise(section, work)
-        section["targets"] = check_targets(size, section["files"])
+        section["interleaved"] = interleaved_latency(work, size, args.runs)
+        section["targets"] = check_targets(size, section["files"], section["interleaved"])
         section["command"] = " ".join(sys.argv)
         report[size] = section
         if size == "census":  # the keys the census-only report had, kept for readers of deploy.json
@@ -268,6 +312,15 @@ def render(report: dict) -> str:
                       f"at batch 1, {e['added_peak_rss_mb']:.1f} MiB peak: ONNX Runtime's own share of every figure above."]
         lines += ["", "device_bench imports numpy.random (its input sampler, ~6.6 MiB of extension modules) before it takes "
                   "its baseline, so no figure above counts it."]
+        if "interleaved" in sec:
+            il = sec["interleaved"]
+            batches = sorted({int(b) for v in il["p50_ms"].values() for b in v})
+            lines += ["", f"Latency ratios below: the files they compare loaded in one process and called in {il['blocks']} "
+                      f"alternating blocks of {il['calls_per_block']} calls per batch (p50 ms; a process's batch-1 p50 is "
+                      "bimodal on this shared VM, so two fresh processes' figures are not compared):", "",
+                      "| file | " + " | ".join(f"p50 ms b{b}" for b in batches) + " |", "|---|" + "---:|" * len(batches)]
+            for label, v in il["p50_ms"].items():
+                lines.append(f"| {label} | " + " | ".join(f"{v[str(b)]:.3f}" for b in batches) + " |")
         lines += ["", "| target (issue 12) | ratio | limit | met |", "|---|---:|---:|---|"]
         for t in sec["targets"]:
             lines.append(f"| {t['what']} | {t['ratio']:.2f} | {t['target']:g} | {'yes' if t['met'] else 'no'} |")
