@@ -77,10 +77,10 @@ def _preflight(model: Path, output: Path, opset: int | None) -> None:
 def _render(r: dict) -> None:
     stdout.print(f"wrote {r['output']}: {r['onnx_bytes']:,} bytes ({r['ratio_to_artifact']:.2f}x the artifact's {r['artifact_bytes']:,}; weights {r['weights']}, experts {r['experts']}, mode {r['mode']}, opset {r['opset']})")
     stdout.print(f"a running session holds {r['resident_expert_bytes'] / 2**20:.2f} MiB of dense expert weights"
-                 + (" (one expert at a time)" if r['mode'] == 'memory' else ""))
+                 + (" at most, rebuilt inside each call" if r['mode'] == 'memory' else ""))
     stdout.print(f"nodes {r['nodes_before']} -> {r['nodes_after']}, bytes {r['bytes_before']:,} -> {r['bytes_after']:,}: {r['simplify_note']}")
     if r["bitset_initializers"]:
-        where = "per call, one expert at a time, inside a Loop" if r["mode"] == "memory" else f"once at session start by {r['decode_nodes']} foldable nodes"
+        where = "inside every call (nothing of it folded at load)" if r["mode"] == "memory" else f"once at session start by {r['decode_nodes']} foldable nodes"
         stdout.print(f"expert masks: {r['bitset_initializers']} packed bitset initializers, {r['bitset_bytes']:,} bytes, unpacked {where}")
     if r["quantised_nodes"]:
         stdout.print(f"stored {'/'.join(s for s in r['storage'] if s != 'bitset')}: {len(r['quantised_nodes'])} Cast/scale nodes decode weights (folded at load); compute stays float32")

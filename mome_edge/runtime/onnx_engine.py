@@ -117,7 +117,7 @@ class OnnxEngine:
             )
         if memory_budget_mb is not None and self.resident_expert_bytes > memory_budget_mb * 2**20:
             need = self.resident_expert_bytes / 2**20
-            fix = ("export it with `mome-edge export --mode memory` (one expert at a time) or raise the budget"
+            fix = ("export it with `mome-edge export --mode memory` (experts rebuilt inside each call) or raise the budget"
                    if self.mode != "memory" else
                    "raise the budget, or run the .mome artifact with Predictor(..., experts='on-demand'), whose numpy "
                    "runtime keeps a fixed subset of experts within any budget")
