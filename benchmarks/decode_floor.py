@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mome_edge.artifact.reader import read_artifact  # noqa: E402
 from mome_edge.exporters.onnx_bitset import (  # noqa: E402
     FUSED_DEQUANTIZE_OPSET,
-    MEMORY_LAYER_AT_ONCE_BYTES,
-    expert_bytes,
+    all_experts_at_once,
     padded_width,
     planes_per_group,
 )
@@ -48,14 +47,20 @@ def _session(model: onnx.ModelProto | str) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def dequantize_model(shape: tuple[int, ...], block: int) -> onnx.ModelProto:
+def dequantize_model(shape: tuple[int, ...], block: int, zero_point: bool) -> onnx.ModelProto:
     """One DequantizeLinear as memory mode runs it: uint8 bits (shape) x float32 base planes
-    (shape with axis 0 = 1 when `block` > 1: shared by `block` experts) -> float32 weights."""
+    (shape with axis 0 = 1 when `block` > 1: shared by `block` experts) -> float32 weights;
+    with `zero_point`, the per-element zero point 127 of the all-experts rebuild (its input is
+    then 127 | 128)."""
     scale_shape = (1, *shape[1:]) if block > 1 else shape
-    scale = numpy_helper.from_array(np.random.default_rng(0).standard_normal(scale_shape).astype(np.float32), "base")
-    node = helper.make_node("DequantizeLinear", ["bits", "base"], ["weight"], axis=0, block_size=block)
+    inits = [numpy_helper.from_array(np.random.default_rng(0).standard_normal(scale_shape).astype(np.float32), "base")]
+    inputs = ["bits", "base"]
+    if zero_point:
+        inits.append(numpy_helper.from_array(np.full(scale_shape, 127, np.uint8), "zero_point"))
+        inputs.append("zero_point")
+    node = helper.make_node("DequantizeLinear", inputs, ["weight"], axis=0, block_size=block)
     graph = helper.make_graph([node], "decode_floor", [helper.make_tensor_value_info("bits", TensorProto.UINT8, list(shape))],
-                              [helper.make_tensor_value_info("weight", TensorProto.FLOAT, list(shape))], [scale])
+                              [helper.make_tensor_value_info("weight", TensorProto.FLOAT, list(shape))], inits)
     opset = [helper.make_opsetid("", FUSED_DEQUANTIZE_OPSET)]
     return helper.make_model(graph, opset_imports=opset, ir_version=helper.find_min_ir_version_for(opset))
 
@@ -65,7 +70,8 @@ def _feed(session: ort.InferenceSession) -> dict[str, np.ndarray]:
     for i in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in i.shape]
         dtype = {"tensor(int64)": np.int64, "tensor(float)": np.float32, "tensor(uint8)": np.uint8}[i.type]
-        feed[i.name] = np.zeros(shape, dtype=dtype) if dtype != np.uint8 else np.random.default_rng(1).integers(0, 2, shape).astype(np.uint8)
+        # uint8: the bits a rebuild feeds its DequantizeLinear (0 | 1, or 127 | 128 with the zero point 127)
+        feed[i.name] = np.zeros(shape, dtype=dtype) if dtype != np.uint8 else np.random.default_rng(1).integers(127, 129, shape).astype(np.uint8)
     return feed
 
 
@@ -86,15 +92,16 @@ def measure(mome: str, speed: str, memory: str, runs: int) -> dict:
     layers = [layer for layer in model.layers if layer.masks is not None]
     timed = {"speed": _session(speed), "memory": _session(memory)}
     groups = []  # (session, how many such nodes one memory-mode call runs at batch 1, shape)
+    at_once = all_experts_at_once(model.layers)  # decided per model, as the export does
     for layer in layers:
         cols = padded_width(layer.scale.shape[1]) // 8
-        if expert_bytes(layer)[0] <= MEMORY_LAYER_AT_ONCE_BYTES:  # all experts at once (memory_layer_all_experts)
+        if at_once:  # all experts of the layer in one node (memory_layer_all_experts)
             shape = (layer.experts, 8, layer.weight.shape[-1], cols)
-            groups.append((_session(dequantize_model(shape, layer.experts)), 1, shape))
+            groups.append((_session(dequantize_model(shape, layer.experts, zero_point=True)), 1, shape))
         else:  # one node per expert and group of p planes (memory_expert)
             p = planes_per_group(layer)
             shape = (p, layer.weight.shape[-1], cols)
-            groups.append((_session(dequantize_model(shape, 1)), layer.experts * (8 // p), shape))
+            groups.append((_session(dequantize_model(shape, 1, zero_point=False)), layer.experts * (8 // p), shape))
     feeds = {name: _feed(s) for name, s in timed.items()}
     decode_feeds = [_feed(s) for s, _, _ in groups]
     for _ in range(50):  # warm-up: first calls allocate

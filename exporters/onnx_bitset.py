@@ -7,11 +7,13 @@ are sliced off after the matmul).
 speed:  chains whose inputs are all initializers, so ONNX Runtime folds them once at
         session start (any default session does). Every output of a folded node stays
         allocated until folding ends, so the chains are kept short:
-        - small layers (E dense experts <= FOLD_AFFINE_MAX_BYTES, e.g. census):
+        - models whose masked layers are all small (E dense experts <= FOLD_AFFINE_MAX_BYTES,
+          e.g. census):
             bytes (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool
             -> Where(bits, base * scale, 0) -> the dense export's scaled weights (the base
             stored whole); a call runs the dense export's layer;
-        - larger layers: one chain and one MatMul per expert from a base stored whole,
+        - a model with a larger layer: every masked layer, one chain and one MatMul per
+          expert from a base stored whole,
             bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
             -> Where(bits, base, 0) -> expert e (in, out8), a constant ONNX Runtime pre-packs
             for its MatMul; a mixture's trunk then runs each expert through all its layers
@@ -37,9 +39,9 @@ memory: small layers (E dense experts <= MEMORY_LAYER_AT_ONCE_BYTES, e.g. census
         union layout at load holds several base-sized int32 tensors until constant folding
         ends, which raised the session's peak far more than the bytes it saved.
 
-The alternatives measured (BitwiseAnd with the plane values, a bit lookup-table Gather +
-Where, gather/ScatterElements over sparse index lists, row blocks of all experts per Loop
-iteration, a union-layout base in memory mode) and their figures are in
+The alternatives measured for the expert Loop (BitwiseAnd with the plane values, a bit
+lookup-table Gather + Where, gather/ScatterElements over sparse index lists, row blocks of all
+experts per Loop iteration, a union-layout base) and for the all-experts rebuild are in
 docs/deployment.md. The normalisation scale is applied after the matmul
 ((x @ (M_e * W)) * s_e): it is per output column, so it commutes with the matmul.
 """
@@ -196,9 +198,9 @@ def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = No
 
 
 def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
-    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start."""
-    if is_large(layer):
-        return _speed_layer_large(b, stem, layer, h, stored, first=first)
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start,
+    all E in one chain (_speed_layer_small). A mixture trunk with a large layer does not come
+    here: it runs expert by expert (onnx_graph._speed_pipeline_experts)."""
     return _speed_layer_small(b, stem, layer, h, stored, first=first)
 
 
@@ -245,20 +247,9 @@ def speed_expert_call(b, stem: str, layer: ExpertLayer, x: str, weight: str, e: 
 
 
 def is_large(layer: ExpertLayer) -> bool:
-    """Whether speed mode expands this masked layer expert by expert (above FOLD_AFFINE_MAX_BYTES)."""
+    """Whether this masked layer makes a speed-mode mixture trunk run expert by expert (above
+    FOLD_AFFINE_MAX_BYTES; onnx_graph._speed_pipeline_experts)."""
     return expert_bytes(layer)[0] > FOLD_AFFINE_MAX_BYTES
-
-
-def _speed_layer_large(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
-    """speed_layer for a large layer in a trunk built layer by layer (PLE): one folded weight
-    and one call per expert (speed_expert_weights, speed_expert_call), stacked to (E, B, out).
-    Mixture trunks run each expert through all its layers instead (onnx_graph._speed_pipeline_trunk)."""
-    outputs = []
-    for e, weight in enumerate(speed_expert_weights(b, stem, layer, stored)):
-        x = h if first else b.op("Gather", [h, b.i64(f"expert{e}", e)], stem=f"{stem}_input{e}", axis=0)  # (B, in)
-        y = speed_expert_call(b, stem, layer, x, weight, e)  # (B, out)
-        outputs.append(b.op("Unsqueeze", [y, b.i64("axis0", [0])], stem=f"{stem}_expert{e}_stacked"))
-    return b.op("Concat", outputs, stem=f"{stem}_out", axis=0)  # (E, B, out)
 
 
 # Up to this many bytes of E dense experts, a speed-mode layer is small: one load-time chain
@@ -411,6 +402,20 @@ def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts) -> st
 # ONNX Runtime's per-node cost, not the rebuild, was most of a batch-1 call). What it holds
 # while a call runs is one layer's experts (1 MiB each for census), not the model's.
 MEMORY_LAYER_AT_ONCE_BYTES = 2 * 2**20
+
+
+def all_experts_at_once(layers) -> bool:
+    """Whether memory mode rebuilds every expert of each layer at once (every masked layer
+    small) rather than one expert per Loop iteration: decided per model, as the trunk is one."""
+    return all(layer.masks is None or expert_bytes(layer)[0] <= MEMORY_LAYER_AT_ONCE_BYTES for layer in layers)
+
+
+def all_experts_bytes(layer: ExpertLayer, opset: int) -> int:
+    """What memory_layer_all_experts holds while it rebuilds a layer: the E experts as float32,
+    the uint8 planes after the Mul and after the Clip (a quarter of that each) and, below opset
+    21, the Cast's float32 copy as well."""
+    dense = expert_bytes(layer)[0]
+    return dense + dense // 2 + (dense if opset < FUSED_DEQUANTIZE_OPSET else 0)
 
 
 def memory_layer_all_experts(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored, live_zero: str) -> str:

@@ -110,7 +110,7 @@ class GraphInfo:
     quantised_nodes: list[str] = field(default_factory=list)  # Cast (from fp16/int8) and int8 scale Mul nodes
     storage: dict[str, str] = field(default_factory=dict)  # initializer -> fp32 | fp16 | int8 | bitset
     expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
-    one_expert_bytes: int = 0  # the most memory mode holds rebuilt at once (one group of one expert's bit planes, onnx_bitset.expert_bytes)
+    one_expert_bytes: int = 0  # the most memory mode holds rebuilt at once: one group of one expert's bit planes (expert Loop, onnx_bitset.expert_bytes), or one layer's E experts (onnx_bitset.all_experts_bytes)
 
     def resident_expert_bytes(self, mode: str) -> int:
         """Bytes of masked experts a running session holds as dense float32 (layers without
@@ -496,18 +496,13 @@ def _mixture_trunk(b: _Builder, model: CompiledModel, x0: str, experts_mode: str
     """x0 (B, d0) -> per-task representation (T, B, d)."""
     if not model.layers:
         raise ConfigError(f"the compiled {model.kind} model has no expert layer; it cannot be exported")
-    tasks = len(model.tasks)
-    e_count = model.layers[-1].experts
     pipeline = b.mode == "speed" and experts_mode == "bitset" and any(
         layer.masks is not None and onnx_bitset.is_large(layer) for layer in model.layers)
     if pipeline:
-        h_be = _speed_pipeline_experts(b, model, x0, source)  # (B, E, d)
-    else:
-        h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
-        for i, layer in enumerate(model.layers[1:], start=1):
-            h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
-    if pipeline:
-        return _mix(b, model, x0, h_be, source, rows_first=True)
+        return _mix(b, model, x0, _speed_pipeline_experts(b, model, x0, source), source, rows_first=True)  # (B, E, d) in
+    h = _first_layer(b, "layer0", model.layers[0], x0, "layers.0.weight", experts_mode, source)
+    for i, layer in enumerate(model.layers[1:], start=1):
+        h = _later_layer(b, f"layer{i}", layer, h, f"layers.{i}.weight", experts_mode, source)  # (E, B, d)
     return _mix(b, model, x0, h, source)
 
 
@@ -674,7 +669,7 @@ def _memory_layerwise_trunk(b: _Builder, model: CompiledModel, x0: str, source: 
         if layer.masks is not None:
             all_bytes, _ = onnx_bitset.expert_bytes(layer)
             b.info.expert_bytes += all_bytes
-            b.info.one_expert_bytes = max(b.info.one_expert_bytes, all_bytes)  # the layer's experts, held while a call runs
+            b.info.one_expert_bytes = max(b.info.one_expert_bytes, onnx_bitset.all_experts_bytes(layer, b.opset))  # while a call runs
             h = onnx_bitset.memory_layer_all_experts(b, stem, layer, h, first=i == 0, stored=_stored(source, key, layer.weight),
                                                      live_zero=live_zero)  # (E, r, out)
             continue
@@ -761,16 +756,17 @@ MEMORY_ROW_BLOCK_ALL_EXPERTS = 64
 
 
 def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
-    """memory mode, mixture kinds: the whole model inside a Loop over blocks of MEMORY_ROW_BLOCK rows.
+    """memory mode, mixture kinds: the whole model inside a Loop over blocks of MEMORY_ROW_BLOCK rows
+    (MEMORY_ROW_BLOCK_ALL_EXPERTS when every masked layer is small: _memory_layerwise_trunk; the
+    expert Loop of _memory_mixture_trunk otherwise).
 
     Iteration i reads rows [i*R, min((i+1)*R, B)) of both inputs, runs embedding, gates, the
-    per-expert Loop (_memory_mixture_trunk) and the towers on them, and appends the block's
+    trunk and the towers on them, and appends the block's
     probabilities (T, r) to a carried (T, rows so far) tensor (T floats per row: copying it
     per block costs nothing next to a block's matmuls).
     """
     tasks = len(model.tasks)
-    layerwise = all(layer.masks is None or onnx_bitset.expert_bytes(layer)[0] <= onnx_bitset.MEMORY_LAYER_AT_ONCE_BYTES
-                    for layer in model.layers)
+    layerwise = onnx_bitset.all_experts_at_once(model.layers)
     row_block = MEMORY_ROW_BLOCK_ALL_EXPERTS if layerwise else MEMORY_ROW_BLOCK
     block = b.i64("row_block", [row_block])
     rows = b.op("Slice", [b.op("Shape", [INPUT_CATEGORICAL], stem="input_shape"), b.i64("start", [0]), b.i64("end", [1])],

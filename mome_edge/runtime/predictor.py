@@ -45,8 +45,9 @@ class Predictor:
             at once. None: no limit (numpy on-demand then keeps DEFAULT_MEMORY_BUDGET_MB).
             Honoured on every path or refused: numpy on-demand keeps a fixed subset of
             experts within it and rebuilds the others on every call; numpy materialize and
-            ONNX files hold a known amount (all experts; a memory-mode file one expert at
-            a time) and refuse a smaller budget with a ConfigError naming the fix. Layers
+            ONNX files hold a known amount (all experts; a memory-mode file what it rebuilds
+            at once: one expert's plane group, or one small layer's experts) and refuse a
+            smaller budget with a ConfigError naming the fix. Layers
             without masks (MMoE, PLE, ...) are the model's own weights and do not count.
 
     Raises:

@@ -43,6 +43,17 @@ BITSET_VS_DENSE_MIN_RATIO = 4.0
 ONNX_GRAPH_ALLOWANCE_BYTES = 32_768  # nodes, names and metadata of a small model
 SESSION_MODES = ("materialize", "on-demand")
 
+# memory mode's two trunks: every expert of a small layer rebuilt at once per call (the default
+# for these small models), or one expert per Loop iteration (layers above MEMORY_LAYER_AT_ONCE_BYTES)
+MEMORY_TRUNKS = ("all_experts", "expert_loop")
+
+
+def _memory_trunk(monkeypatch, trunk: str) -> None:
+    from mome_edge.exporters import onnx_bitset
+
+    if trunk == "expert_loop":
+        monkeypatch.setattr(onnx_bitset, "MEMORY_LAYER_AT_ONCE_BYTES", 0)
+
 
 def _onnx_probs(model: onnx.ModelProto | bytes | str, cat: np.ndarray, num: np.ndarray, tasks, mode: str) -> np.ndarray:
     outputs = ort_session(model, mode=mode).run(list(tasks), {"categorical": cat, "numerical": num})
@@ -188,7 +199,11 @@ def test_speed_mode_folds_its_whole_decoder_at_load(tmp_path: Path, monkeypatch,
 
 @pytest.mark.parametrize("mode", ["speed", "memory"])
 @pytest.mark.parametrize("opset", [17, 18, 20, 21])
-def test_parity_across_opsets(opset: int, mode: str) -> None:
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
+def test_parity_across_opsets(monkeypatch, opset: int, mode: str, trunk: str) -> None:
+    if mode == "speed" and trunk != MEMORY_TRUNKS[0]:
+        pytest.skip("the trunk choice is memory mode's")
+    _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=4)
     proto = export_onnx(model, opset=opset, mode=mode, simplify=False, validate=False)
     assert proto.opset_import[0].version == opset
@@ -221,9 +236,14 @@ def test_parity_with_input_index_on_every_layer() -> None:
 @pytest.mark.parametrize(("experts", "mode"), EXPORTS)
 @pytest.mark.parametrize("weights", ["fp16", "int8"])
 @pytest.mark.parametrize("kind", ["mome", "mmoe", "ple"])
-def test_quantised_storage_parity_and_nodes(tmp_path: Path, kind: str, weights: str, experts: str, mode: str) -> None:
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
+def test_quantised_storage_parity_and_nodes(tmp_path: Path, monkeypatch, kind: str, weights: str, experts: str, mode: str,
+                                            trunk: str) -> None:
     if mode == "memory" and kind != "mome":
         pytest.skip("memory mode needs masked layers (refusal tested in test_parity_with_reference_every_kind)")
+    if (mode != "memory" or kind != "mome") and trunk != MEMORY_TRUNKS[0]:
+        pytest.skip("the trunk choice is memory mode's")
+    _memory_trunk(monkeypatch, trunk)
     model = make_compiled(kind, seed=8)
     artifact = tmp_path / "model.mome"
     write_artifact(artifact, model, weights=weights)
@@ -530,16 +550,19 @@ def test_onnx_runtime_folds_the_whole_speed_decoder_at_load(tmp_path: Path, weig
     assert not left, f"decoder ops not folded by ONNX Runtime: {sorted(left)}"
 
 
-# memory mode's two trunks: every expert of a small layer rebuilt at once per call (the default
-# for these small models), or one expert per Loop iteration (layers above MEMORY_LAYER_AT_ONCE_BYTES)
-MEMORY_TRUNKS = ("all_experts", "expert_loop")
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
+def test_memory_mode_fixed_routing(monkeypatch, trunk: str) -> None:
+    """A masked model with fixed routing (task t reads one expert) in memory mode, both trunks:
+    the reference's probabilities."""
+    import dataclasses
 
-
-def _memory_trunk(monkeypatch, trunk: str) -> None:
-    from mome_edge.exporters import onnx_bitset
-
-    if trunk == "expert_loop":
-        monkeypatch.setattr(onnx_bitset, "MEMORY_LAYER_AT_ONCE_BYTES", 0)
+    _memory_trunk(monkeypatch, trunk)
+    model = make_compiled("mome", seed=41, hidden=(13, 6))
+    model = dataclasses.replace(model, routing="fixed", fixed_expert=(2, 0), gates=None)
+    proto = export_onnx(model, mode="memory", simplify=True, validate=False)
+    cat, num = sample_inputs(model.spec, 20, seed=42, invalid=True)
+    np.testing.assert_allclose(_onnx_probs(proto, cat, num, model.tasks, "materialize"), reference_forward(model, cat, num),
+                               rtol=0, atol=PARITY_ATOL_FP32)
 
 
 @pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
