@@ -164,8 +164,9 @@ def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     return _base_initializer(b, stem, _read_entries_only(layer, data), stored, scale_shape=(out8,), out_dim=out_dim)
 
 
-def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
-    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c].
+def plane_base_weight(b, stem: str, layer: ExpertLayer, stored, *, expert_axis: bool = False) -> str:
+    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c];
+    with expert_axis, (1, 8, in, C), the one scale a DequantizeLinear of all E experts shares.
 
     Stored whole (not in union layout): the union decode's int32 intermediates (several
     base-sized tensors while ONNX Runtime folds them) would outweigh the bytes it saves in
@@ -177,7 +178,10 @@ def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     cols = out8 // 8
     data, stored = _base_columns(layer, stored, out8)
     data = data.reshape(in_dim, 8, cols).transpose(1, 0, 2)  # (8, in, C)
-    return _base_initializer(b, f"{stem}_planes", data, stored, scale_shape=(8, 1, cols), out_dim=out_dim)
+    scale_shape = (8, 1, cols)
+    if expert_axis:
+        data, scale_shape = data[None], (1, *scale_shape)
+    return _base_initializer(b, f"{stem}_planes", data, stored, scale_shape=scale_shape, out_dim=out_dim)
 
 
 def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = None) -> str:
@@ -435,14 +439,7 @@ def memory_layer_all_experts(b, stem: str, layer: ExpertLayer, h: str, *, first:
     in_dim = layer.weight.shape[-1]
     out8 = padded_width(out_dim)
     cols = out8 // 8
-    base = plane_base_weight(b, stem, layer, stored)  # (8, in, C)
-    if base in b.inits and b.info.storage.get(base) == "fp32":
-        whole = onnx.numpy_helper.to_array(b.inits.pop(base))
-        b.info.storage.pop(base)
-        base = b.const(f"{stem}_base_planes", whole[None], storage="fp32")  # (1, 8, in, C): the same bytes
-    else:
-        base = b.op("Unsqueeze", [base, b.i64("axis0", [0])], stem=f"{stem}_base_planes_4d", decode=True)
-        b.info.decode_shapes[base] = (1, 8, in_dim, cols)
+    base = plane_base_weight(b, stem, layer, stored, expert_axis=True)  # (1, 8, in, C)
     packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
     b.info.bitset_initializers.append(packed)
     shift = b.op("Add", [b.const("plane_shift_4d", PLANE_SHIFT.reshape(1, 8, 1, 1)), live_zero], stem=f"{stem}_plane_shift")

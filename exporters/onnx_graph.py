@@ -112,6 +112,12 @@ class GraphInfo:
     expert_bytes: int = 0  # float32 bytes of every masked layer's E dense experts (what speed / dense exports hold)
     one_expert_bytes: int = 0  # the most memory mode holds rebuilt at once: one group of one expert's bit planes (expert Loop, onnx_bitset.expert_bytes), or one layer's E experts (onnx_bitset.all_experts_bytes)
 
+    def count_masked_layer(self, layer: ExpertLayer, held: int) -> None:
+        """A masked layer stored as bitsets: its E dense experts' bytes (what a speed session
+        holds) and `held`, what memory mode holds of it rebuilt at once."""
+        self.expert_bytes += onnx_bitset.expert_bytes(layer)[0]
+        self.one_expert_bytes = max(self.one_expert_bytes, held)
+
     def resident_expert_bytes(self, mode: str) -> int:
         """Bytes of masked experts a running session holds as dense float32 (layers without
         masks are the model's own stored weights and do not count)."""
@@ -457,9 +463,7 @@ def _bitset_layer(b: _Builder, stem: str, layer: ExpertLayer, h: str, key: str, 
     """A masked layer stored as bitsets, built for the export's deployment mode (exporters.onnx_bitset)."""
     stored = _stored(source, key, layer.weight)
     build = onnx_bitset.speed_layer if b.mode == "speed" else onnx_bitset.memory_layer
-    all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
-    b.info.expert_bytes += all_bytes
-    b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+    b.info.count_masked_layer(layer, onnx_bitset.expert_bytes(layer)[1])
     return build(b, stem, layer, h, first=first, stored=stored)
 
 
@@ -542,9 +546,7 @@ def _speed_pipeline_experts(b: _Builder, model: CompiledModel, x0: str, source: 
     for i, layer in enumerate(model.layers):
         stem, key = f"layer{i}", f"layers.{i}.weight"
         if layer.masks is not None:
-            all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
-            b.info.expert_bytes += all_bytes
-            b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+            b.info.count_masked_layer(layer, onnx_bitset.expert_bytes(layer)[1])
             weights.append(onnx_bitset.speed_expert_weights(b, stem, layer, _stored(source, key, layer.weight)))
             continue
         stacked = _expert_weights(b, stem, layer, key, first=False, experts_mode="bitset", source=source)  # (E, in, out), scaled
@@ -612,9 +614,7 @@ def _memory_mixture_trunk(b: _Builder, model: CompiledModel, x0: str, source: We
     for i, layer in enumerate(model.layers):
         key = f"layers.{i}.weight"
         if layer.masks is not None:
-            all_bytes, one_bytes = onnx_bitset.expert_bytes(layer)
-            b.info.expert_bytes += all_bytes
-            b.info.one_expert_bytes = max(b.info.one_expert_bytes, one_bytes)
+            b.info.count_masked_layer(layer, onnx_bitset.expert_bytes(layer)[1])
             parts.append(onnx_bitset.memory_parts(b, f"layer{i}", layer, _stored(source, key, layer.weight)))
         else:  # dense per-expert weights (E, in, out), normalisation scale folded in
             parts.append(_expert_weights(b, f"layer{i}", layer, key, first=False, experts_mode="bitset", source=source))
@@ -667,9 +667,7 @@ def _memory_layerwise_trunk(b: _Builder, model: CompiledModel, x0: str, source: 
         if i:
             h = _select_columns(b, h, layer.input_index, 2, stem)  # (E, r, in)
         if layer.masks is not None:
-            all_bytes, _ = onnx_bitset.expert_bytes(layer)
-            b.info.expert_bytes += all_bytes
-            b.info.one_expert_bytes = max(b.info.one_expert_bytes, onnx_bitset.all_experts_bytes(layer, b.opset))  # while a call runs
+            b.info.count_masked_layer(layer, onnx_bitset.all_experts_bytes(layer, b.opset))  # held while a call runs
             h = onnx_bitset.memory_layer_all_experts(b, stem, layer, h, first=i == 0, stored=_stored(source, key, layer.weight),
                                                      live_zero=live_zero)  # (E, r, out)
             continue
