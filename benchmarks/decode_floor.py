@@ -33,6 +33,7 @@ from mome_edge.artifact.reader import read_artifact  # noqa: E402
 from mome_edge.exporters.onnx_bitset import (  # noqa: E402
     FUSED_DEQUANTIZE_OPSET,
     all_experts_at_once,
+    padded_rows,
     padded_width,
     planes_per_group,
 )
@@ -47,18 +48,18 @@ def _session(model: onnx.ModelProto | str) -> ort.InferenceSession:
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def dequantize_model(shape: tuple[int, ...], block: int, zero_point: bool) -> onnx.ModelProto:
-    """One DequantizeLinear as memory mode runs it: uint8 bits (shape) x float32 base planes
-    (shape with axis 0 = 1 when `block` > 1: shared by `block` experts) -> float32 weights;
-    with `zero_point`, the per-element zero point 127 of the all-experts rebuild (its input is
-    then 127 | 128)."""
-    scale_shape = (1, *shape[1:]) if block > 1 else shape
+def dequantize_model(shape: tuple[int, ...], block: int, zero_point: bool, axis: int = 0) -> onnx.ModelProto:
+    """One DequantizeLinear as memory mode runs it: uint8 bits (shape) x float32 base
+    (shape with `axis` = 1 when `block` > 1: shared by `block` experts) -> float32 weights;
+    with `zero_point`, the zero point 127 of the all-experts rebuild (its input is then
+    127 | 128)."""
+    scale_shape = tuple(1 if (k == axis and block > 1) else d for k, d in enumerate(shape))
     inits = [numpy_helper.from_array(np.random.default_rng(0).standard_normal(scale_shape).astype(np.float32), "base")]
     inputs = ["bits", "base"]
     if zero_point:
         inits.append(numpy_helper.from_array(np.full(scale_shape, 127, np.uint8), "zero_point"))
         inputs.append("zero_point")
-    node = helper.make_node("DequantizeLinear", inputs, ["weight"], axis=0, block_size=block)
+    node = helper.make_node("DequantizeLinear", inputs, ["weight"], axis=axis, block_size=block)
     graph = helper.make_graph([node], "decode_floor", [helper.make_tensor_value_info("bits", TensorProto.UINT8, list(shape))],
                               [helper.make_tensor_value_info("weight", TensorProto.FLOAT, list(shape))], inits)
     opset = [helper.make_opsetid("", FUSED_DEQUANTIZE_OPSET)]
@@ -93,11 +94,13 @@ def measure(mome: str, speed: str, memory: str, runs: int) -> dict:
     timed = {"speed": _session(speed), "memory": _session(memory)}
     groups = []  # (session, how many such nodes one memory-mode call runs at batch 1, shape)
     at_once = all_experts_at_once(model.layers)  # decided per model, as the export does
-    for layer in layers:
+    for index, layer in enumerate(layers):
         cols = padded_width(layer.scale.shape[1]) // 8
-        if at_once:  # all experts of the layer in one node (memory_layer_all_experts)
-            shape = (layer.experts, 8, layer.weight.shape[-1], cols)
-            groups.append((_session(dequantize_model(shape, layer.experts, zero_point=True)), 1, shape))
+        if at_once:  # all experts of the layer in one node (memory_layer_all_experts, row-plane layout)
+            rows, out = padded_rows(layer.weight.shape[-1]) // 8, layer.scale.shape[1]
+            first = index == 0 and model.layers[0].masks is not None
+            shape, axis = ((8, rows, layer.experts, out), 2) if first else ((layer.experts, 8, rows, out), 0)
+            groups.append((_session(dequantize_model(shape, layer.experts, zero_point=True, axis=axis)), 1, shape))
         else:  # one node per expert and group of p planes (memory_expert)
             p = planes_per_group(layer)
             shape = (p, layer.weight.shape[-1], cols)

@@ -20,7 +20,9 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
             before the next (onnx_graph._speed_pipeline_experts).
 memory: small layers (E dense experts <= MEMORY_LAYER_AT_ONCE_BYTES, e.g. census): every
         expert of a layer rebuilt at once inside the call (memory_layer_all_experts, through
-        onnx_graph._memory_layerwise_trunk); larger layers:
+        onnx_graph._memory_layerwise_trunk), from masks packed in bit planes along the input
+        axis (row_plane_bitsets: the rebuilt planes are the matmul's (in8, ..) operand as they
+        are, the first layer's E experts one (in8, E*out) GEMM); larger layers:
         a Loop over the E experts (onnx_graph._memory_mixture_trunk: one Loop for the whole
         trunk, routed outputs summed in a carried tensor; the model itself runs in blocks of
         onnx_graph.MEMORY_ROW_BLOCK rows); per expert and layer, memory_expert rebuilds the
@@ -164,9 +166,8 @@ def whole_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
     return _base_initializer(b, stem, _read_entries_only(layer, data), stored, scale_shape=(out8,), out_dim=out_dim)
 
 
-def plane_base_weight(b, stem: str, layer: ExpertLayer, stored, *, expert_axis: bool = False) -> str:
-    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c];
-    with expert_axis, (1, 8, in, C), the one scale a DequantizeLinear of all E experts shares.
+def plane_base_weight(b, stem: str, layer: ExpertLayer, stored) -> str:
+    """The shared base weight in plane layout, float32 (8, in, C): entry (k, i, c) = W^T[i, k*C + c].
 
     Stored whole (not in union layout): the union decode's int32 intermediates (several
     base-sized tensors while ONNX Runtime folds them) would outweigh the bytes it saves in
@@ -178,17 +179,15 @@ def plane_base_weight(b, stem: str, layer: ExpertLayer, stored, *, expert_axis: 
     cols = out8 // 8
     data, stored = _base_columns(layer, stored, out8)
     data = data.reshape(in_dim, 8, cols).transpose(1, 0, 2)  # (8, in, C)
-    scale_shape = (8, 1, cols)
-    if expert_axis:
-        data, scale_shape = data[None], (1, *scale_shape)
-    return _base_initializer(b, f"{stem}_planes", data, stored, scale_shape=scale_shape, out_dim=out_dim)
+    return _base_initializer(b, f"{stem}_planes", data, stored, scale_shape=(8, 1, cols), out_dim=out_dim)
 
 
-def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = None) -> str:
+def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = None, padded: bool = True) -> str:
     """y (E, B, out8) -> relu(y[..., :out] * scale + shift): the folded normalisation, per expert.
-    expert: a Loop's iteration number; y is then one expert's (B, out8)."""
+    expert: a Loop's iteration number; y is then one expert's (B, out8). padded=False: y is
+    (.., out) already."""
     e_count, out_dim = layer.scale.shape
-    if padded_width(out_dim) != out_dim:
+    if padded and padded_width(out_dim) != out_dim:
         y = b.op("Slice", [y, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])], stem=f"{stem}_unpadded")
     if expert is None:
         scale = b.const(f"{stem}_scale", layer.scale[:, None, :])  # (E, 1, out)
@@ -408,53 +407,114 @@ def memory_expert(b, stem: str, layer: ExpertLayer, x: str, e: str, parts) -> st
 MEMORY_LAYER_AT_ONCE_BYTES = 2 * 2**20
 
 
-def all_experts_at_once(layers) -> bool:
+def all_experts_at_once(layers, opset: int = FUSED_DEQUANTIZE_OPSET) -> bool:
     """Whether memory mode rebuilds every expert of each layer at once (every masked layer
-    small) rather than one expert per Loop iteration: decided per model, as the trunk is one."""
-    return all(layer.masks is None or expert_bytes(layer)[0] <= MEMORY_LAYER_AT_ONCE_BYTES for layer in layers)
+    small) rather than one expert per Loop iteration: decided per model, as the trunk is one.
+    Not when one layer's rebuild would hold as much as the speed file's experts (a model whose
+    first layer is nearly all of it): memory mode must hold less than speed mode."""
+    masked = [layer for layer in layers if layer.masks is not None]
+    if not all(expert_bytes(layer)[0] <= MEMORY_LAYER_AT_ONCE_BYTES for layer in masked):
+        return False
+    return max((all_experts_bytes(layer, opset) for layer in masked), default=0) < sum(expert_bytes(layer)[0] for layer in masked)
+
+
+def padded_rows(in_dim: int) -> int:
+    return -(-in_dim // 8) * 8
+
+
+def row_plane_bitsets(layer: ExpertLayer, *, first: bool) -> np.ndarray:
+    """The masks packed along the input axis in bit planes: with J = in8/8 (in8 the input width
+    rounded up to a multiple of 8, pad rows zero), bit k (MSB first) of byte (j, o) is the mask
+    at input row k*J + j, output o. Unpacked plane by plane, (8, J, ..) reshapes to (in8, ..)
+    without moving a byte.
+
+    first: uint8 (1, J, E, out) -- the shared-input layer, whose E experts become one
+    (in8, E*out) weight; later layers: uint8 (E, 1, J, out)."""
+    e_count, out_dim, in_dim = layer.masks.shape
+    in8 = padded_rows(in_dim)
+    bits = np.zeros((e_count, in8, out_dim), dtype=bool)
+    bits[:, :in_dim, :] = layer.masks.transpose(0, 2, 1)
+    packed = np.packbits(bits.reshape(e_count, 8, in8 // 8, out_dim), axis=1, bitorder="big")  # (E, 1, J, out)
+    return np.ascontiguousarray(packed.transpose(1, 2, 0, 3)) if first else packed
+
+
+def row_plane_base(b, stem: str, layer: ExpertLayer, stored, *, first: bool) -> str:
+    """The shared base weight W^T (in8, out), pad rows zero, as float32 in row-plane layout: the
+    one scale a DequantizeLinear of all E experts shares (block_size E along the expert axis):
+    first (8, J, 1, out), later (1, 8, J, out). fp16/int8 are stored as in the artifact and
+    converted at load."""
+    from mome_edge.exporters.onnx_graph import StoredTensor
+
+    out_dim, in_dim = layer.weight.shape[-2:]
+    in8 = padded_rows(in_dim)
+    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
+        stored = StoredTensor(data=stored.dequantised())
+    data = np.zeros((in8, out_dim), dtype=stored.data.dtype)
+    data[:in_dim] = stored.data.T
+    shape = (8, in8 // 8, 1, out_dim) if first else (1, 8, in8 // 8, out_dim)
+    return _base_initializer(b, f"{stem}_row_planes", data.reshape(shape), stored, scale_shape=(out_dim,), out_dim=out_dim)
 
 
 def all_experts_bytes(layer: ExpertLayer, opset: int) -> int:
-    """What memory_layer_all_experts holds while it rebuilds a layer: the E experts as float32,
-    the uint8 planes after the Mul and after the Clip (a quarter of that each) and, below opset
-    21, the Cast's float32 copy as well."""
-    dense = expert_bytes(layer)[0]
-    return dense + dense // 2 + (dense if opset < FUSED_DEQUANTIZE_OPSET else 0)
+    """The most memory_layer_all_experts holds at once while it rebuilds a layer (ONNX Runtime
+    frees a call's tensor after its last reader): the E experts as float32 (in8 x out each)
+    plus the uint8 planes the DequantizeLinear reads (a quarter of that); below opset 21, the
+    Cast's float32 planes and the Mul's float32 experts."""
+    e_count, out_dim, in_dim = layer.masks.shape
+    dense = 4 * e_count * padded_rows(in_dim) * out_dim
+    return dense + dense // 4 if opset >= FUSED_DEQUANTIZE_OPSET else 2 * dense
 
 
 def memory_layer_all_experts(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored, live_zero: str) -> str:
     """h (B, in) shared or (E, B, in) per expert -> (E, B, out): every expert of the layer
-    rebuilt inside the call, in one pass over its bit planes, then one batched matmul.
+    rebuilt inside the call, in one pass over its bit planes, then one matmul.
 
-        bytes (E, 1, in, C) -> Mul by 2^k per plane (1, 8, 1, 1) (+ live_zero: a uint8 0
-        computed from the call, so that no optimiser can fold the experts into constants)
-        -> Clip [127, 128] -> DequantizeLinear(scale = base planes (1, 8, in, C) shared by
-        the E experts: block_size E along axis 0; zero point 127) -> W (E, 8, in, C)
-        -> h @ W (E, 8, B, C) -> (E, B, 8, C) -> (E, B, out8) -> normalisation, ReLU
-    Below opset 21 (no blocked DequantizeLinear): Sub 127 -> Cast -> Mul base. (Measured
-    too: weights rebuilt transposed, (E, out8, in), with activations kept (E, features, B):
-    slower at batch 1 on census, and a higher peak.)
+        bytes (row_plane_bitsets) -> Mul by 2^k per plane (uint8, mod 256: bit k of each byte
+        becomes its top bit; + live_zero, a uint8 0 computed from the call, so that no
+        optimiser can fold the experts into constants) -> Clip [127, 128]
+        -> DequantizeLinear(scale = base (row_plane_base), shared by the E experts: block_size
+        E along the expert axis; zero point 127) -> W
+        first:  W (8, J, E, out) = (in8, E*out): h (B, in8) @ W -> (B, E*out), one GEMM for the
+                E experts -> (E, B, out)
+        later:  W (E, 8, J, out) = (E, in8, out): h (E, B, in8) @ W -> (E, B, out)
+        -> normalisation, ReLU.
+    The planes run along the input axis, so every op that isolates a bit runs over spans of
+    J*E*out (first) or J*out bytes with one scalar per plane (ONNX Runtime's broadcasting is
+    slow over short spans), the rebuilt weight is already the matmul's (in8, ..) operand, and
+    the output columns need no reordering. An input width that is not a multiple of 8 is
+    padded with zero columns (the pad rows' weights are zero). Below opset 21 (no blocked
+    DequantizeLinear): Sub 127 -> Cast -> Mul base. (Measured before: planes along the output
+    axis, one (8, in, C) matmul per expert: slower at batch 1; weights rebuilt transposed:
+    slower at batch 1 on census and a higher peak; BitwiseAnd for the bit isolation: ~10x
+    slower than the Mul in ONNX Runtime, element by element.)
     """
-    e_count, out_dim = layer.scale.shape
-    in_dim = layer.weight.shape[-1]
-    out8 = padded_width(out_dim)
-    cols = out8 // 8
-    base = plane_base_weight(b, stem, layer, stored, expert_axis=True)  # (1, 8, in, C)
-    packed = b.const(f"{stem}_expert_bitsets", plane_bitsets(layer), storage="bitset")  # (E, 1, in, C)
+    e_count, out_dim, in_dim = layer.masks.shape
+    in8 = padded_rows(in_dim)
+    base = row_plane_base(b, stem, layer, stored, first=first)
+    packed = b.const(f"{stem}_expert_row_bitsets", row_plane_bitsets(layer, first=first), storage="bitset")
     b.info.bitset_initializers.append(packed)
-    shift = b.op("Add", [b.const("plane_shift_4d", PLANE_SHIFT.reshape(1, 8, 1, 1)), live_zero], stem=f"{stem}_plane_shift")
+    shift_shape = (8, 1, 1, 1) if first else (1, 8, 1, 1)
+    shift = b.op("Add", [b.const(f"plane_shift_{'rows' if first else 'experts'}", PLANE_SHIFT.reshape(shift_shape)), live_zero],
+                 stem=f"{stem}_plane_shift")
     low, high = b.const("u8_127", np.array(127, np.uint8)), b.const("u8_128", np.array(128, np.uint8))
-    top = b.op("Mul", [packed, shift], stem=f"{stem}_planes_top")  # (E, 8, in, C): bit k of each byte now bit 7
+    top = b.op("Mul", [packed, shift], stem=f"{stem}_planes_top")  # bit k of each byte now bit 7
     clipped = b.op("Clip", [top, low, high], stem=f"{stem}_planes_clip")  # 127 | 128
+    scale_shape = (8, in8 // 8, 1, out_dim) if first else (1, 8, in8 // 8, out_dim)  # the base's
     if b.opset >= FUSED_DEQUANTIZE_OPSET:
-        zero_point = b.op("Expand", [low, b.i64("plane_shape", [1, 8, in_dim, cols])], stem=f"{stem}_zero_point", decode=True)
-        b.info.decode_shapes[zero_point] = (1, 8, in_dim, cols)
-        w = b.op("DequantizeLinear", [clipped, base, zero_point], stem=f"{stem}_experts", axis=0, block_size=e_count)
+        zero_point = b.op("Expand", [low, b.i64("plane_shape", list(scale_shape))], stem=f"{stem}_zero_point", decode=True)
+        b.info.decode_shapes[zero_point] = scale_shape
+        w = b.op("DequantizeLinear", [clipped, base, zero_point], stem=f"{stem}_experts", axis=2 if first else 0,
+                 block_size=e_count)
     else:
         bit = b.op("Sub", [clipped, low], stem=f"{stem}_planes")
         w = b.op("Mul", [b.op("Cast", [bit], stem=f"{stem}_planes_f32", to=TensorProto.FLOAT), base], stem=f"{stem}_experts")
-    x = h if first else b.op("Unsqueeze", [h, b.i64("axis1", [1])], stem=f"{stem}_input_4d")  # (B, in) | (E, 1, B, in)
-    y = b.op("MatMul", [x, w], stem=f"{stem}_matmul")  # (E, 8, B, C)
-    y = b.op("Transpose", [y], stem=f"{stem}_columns", perm=[0, 2, 1, 3])  # (E, B, 8, C)
-    y = b.op("Reshape", [y, b.i64("shape", [0, 0, out8])], stem=f"{stem}_matmul_3d")  # (E, B, out8): column k*C + c
-    return _affine(b, stem, y, layer)  # (E, B, out)
+    w = b.op("Reshape", [w, b.i64("shape", [in8, e_count * out_dim] if first else [e_count, in8, out_dim])],
+             stem=f"{stem}_experts_matrix")
+    if in8 != in_dim:
+        pads = [0, 0, 0, in8 - in_dim] if first else [0, 0, 0, 0, 0, in8 - in_dim]
+        h = b.op("Pad", [h, b.i64(f"pad_columns_{len(pads)}_{in8 - in_dim}", pads)], stem=f"{stem}_input_padded")
+    y = b.op("MatMul", [h, w], stem=f"{stem}_matmul")  # (B, E*out) | (E, B, out)
+    if first:
+        y = b.op("Reshape", [y, b.i64("shape", [-1, e_count, out_dim])], stem=f"{stem}_by_expert")  # (B, E, out)
+        y = b.op("Transpose", [y], stem=f"{stem}_experts_first", perm=[1, 0, 2])  # (E, B, out)
+    return _affine(b, stem, y, layer, padded=False)  # (E, B, out)

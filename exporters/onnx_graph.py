@@ -746,11 +746,12 @@ def _task_outputs(b: _Builder, model: CompiledModel, probs: str) -> None:
 # in docs/deployment.md)
 MEMORY_ROW_BLOCK = 128
 # ... and in blocks of this many rows when every masked layer rebuilds all its experts at once
-# (onnx_bitset.memory_layer_all_experts): its (E, rows, width) activations and (E, 8, rows, C)
-# matmul outputs are E times an expert's, and 64 rows kept census's peak under 0.7x the dense
-# MMoE's (128 rows: 0.72x) for ~6 % more time at batch 512 (measured with
-# mome_edge/runtime/device_bench.py FILE --batch 1,32,512 --threads 1)
-MEMORY_ROW_BLOCK_ALL_EXPERTS = 64
+# (onnx_bitset.memory_layer_all_experts): its (E, rows, width) activations are E times an
+# expert's. Census, against 64 rows per block (peak: mome_edge/runtime/device_bench.py FILE
+# --batch 1,32,512 --threads 1; time: alternating blocks in one process, as benchmarks/deploy.py
+# times): 48 rows take ~0.3 MiB off the peak at batch 512 (32: ~0.6) for ~5 % more time there
+# (32: ~11 %); 128 rows put the peak over 0.7x the dense MMoE's.
+MEMORY_ROW_BLOCK_ALL_EXPERTS = 48
 
 
 def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
@@ -764,7 +765,7 @@ def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource |
     per block costs nothing next to a block's matmuls).
     """
     tasks = len(model.tasks)
-    layerwise = onnx_bitset.all_experts_at_once(model.layers)
+    layerwise = onnx_bitset.all_experts_at_once(model.layers, b.opset)
     row_block = MEMORY_ROW_BLOCK_ALL_EXPERTS if layerwise else MEMORY_ROW_BLOCK
     block = b.i64("row_block", [row_block])
     rows = b.op("Slice", [b.op("Shape", [INPUT_CATEGORICAL], stem="input_shape"), b.i64("start", [0]), b.i64("end", [1])],

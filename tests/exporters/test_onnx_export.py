@@ -49,10 +49,25 @@ MEMORY_TRUNKS = ("all_experts", "expert_loop")
 
 
 def _memory_trunk(monkeypatch, trunk: str) -> None:
+    """Force memory mode's trunk: the test models are too small for the export's own choice
+    (onnx_bitset.all_experts_at_once, tested on its own) to be the one under test."""
     from mome_edge.exporters import onnx_bitset
 
-    if trunk == "expert_loop":
-        monkeypatch.setattr(onnx_bitset, "MEMORY_LAYER_AT_ONCE_BYTES", 0)
+    at_once = trunk == "all_experts"
+    monkeypatch.setattr(onnx_bitset, "all_experts_at_once", lambda layers, opset=21: at_once)
+
+
+def test_memory_trunk_choice(census_mome) -> None:
+    """All experts of a layer at once only when every masked layer is small and the largest
+    layer's rebuild holds less than the speed file's experts; else the expert Loop."""
+    from mome_edge.exporters import onnx_bitset
+
+    assert onnx_bitset.all_experts_at_once(census_mome.layers)  # two balanced layers of ~1 MiB
+    lopsided = make_compiled("mome", seed=24, hidden=(64, 2), experts=4)  # the first layer is nearly all of it
+    assert not onnx_bitset.all_experts_at_once(lopsided.layers)
+    balanced = make_compiled("mome", seed=24, hidden=(32, 32), experts=4)  # 11 -> 32 -> 32: 5.5 + 16 KiB of experts
+    assert onnx_bitset.all_experts_at_once(balanced.layers)  # the second layer's rebuild: 1.25 x 16 KiB
+    assert not onnx_bitset.all_experts_at_once(balanced.layers, 17)  # below opset 21 it holds 2 x 16 KiB
 
 
 def _onnx_probs(model: onnx.ModelProto | bytes | str, cat: np.ndarray, num: np.ndarray, tasks, mode: str) -> np.ndarray:
@@ -372,7 +387,9 @@ def test_bitset_file_is_much_smaller_than_dense_and_accounted_for(tmp_path: Path
     # one (E, ...) bitset per layer in both modes (census layers are small: one chain for all experts)
     assert bitset["bitset_initializers"] == memory["bitset_initializers"] == len(layers) and dense["bitset_initializers"] == 0
     padded = [layer.weight.shape[1] * -(-layer.weight.shape[0] // 8) for layer in layers]  # in * out8/8 bytes
-    assert bitset["bitset_bytes"] == memory["bitset_bytes"] == sum(p * layer.experts for p, layer in zip(padded, layers))
+    assert bitset["bitset_bytes"] == sum(p * layer.experts for p, layer in zip(padded, layers))
+    row_padded = [-(-layer.weight.shape[1] // 8) * layer.weight.shape[0] for layer in layers]  # memory: in8/8 * out bytes
+    assert memory["bitset_bytes"] == sum(p * layer.experts for p, layer in zip(row_padded, layers))
     components = read_artifact(artifact).components()
     whole_base = sum(4 * layer.weight.size for layer in layers)
     swapped = artifact_bytes - components["base_weights"] - components["expert_masks"] + whole_base + bitset["bitset_bytes"]
@@ -595,12 +612,33 @@ def test_memory_mode_isolates_every_bit_of_every_byte(monkeypatch, trunk: str) -
 
     _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=31, hidden=(256, 128), experts=4, density=0.5, prune=False)
-    packed = onnx_bitset.plane_bitsets(model.layers[1])
+    packed = (onnx_bitset.row_plane_bitsets(model.layers[1], first=False) if trunk == "all_experts"
+              else onnx_bitset.plane_bitsets(model.layers[1]))
     assert len(np.unique(packed)) == 256
     proto = export_onnx(model, mode="memory", simplify=False, validate=False)
     cat, num = sample_inputs(model.spec, 32, seed=32)
     np.testing.assert_allclose(_onnx_probs(proto, cat, num, model.tasks, "materialize"), reference_forward(model, cat, num),
                                rtol=0, atol=PARITY_ATOL_FP32)
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("in_dim", [16, 13])
+def test_row_plane_bitsets_unpack_to_the_masks(first: bool, in_dim: int) -> None:
+    """The all-experts rebuild's packing: plane k of byte (j, o) is input row k*J + j, so the
+    unpacked (8, J, ..) planes reshape to the (in8, ..) matmul operand without moving a byte;
+    an input width that is not a multiple of 8 gets zero pad rows."""
+    from mome_edge.exporters import onnx_bitset
+
+    model = make_compiled("mome", seed=35, hidden=(in_dim, 6), experts=3, density=0.5, prune=False)
+    layer = model.layers[1]
+    e_count, out_dim, _ = layer.masks.shape
+    in8 = onnx_bitset.padded_rows(in_dim)
+    packed = onnx_bitset.row_plane_bitsets(layer, first=first)
+    assert packed.shape == ((1, in8 // 8, e_count, out_dim) if first else (e_count, 1, in8 // 8, out_dim))
+    planes = np.unpackbits(packed, axis=0 if first else 1, bitorder="big")  # (8, J, E, out) | (E, 8, J, out)
+    rows = planes.reshape(in8, e_count, out_dim).transpose(1, 0, 2) if first else planes.reshape(e_count, in8, out_dim)
+    np.testing.assert_array_equal(rows[:, :in_dim], layer.masks.transpose(0, 2, 1))
+    assert not rows[:, in_dim:].any()
 
 
 @pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
