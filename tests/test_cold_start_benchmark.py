@@ -1,0 +1,43 @@
+"""benchmarks/cold_start.py's rounds: every figure is the median over the rounds of the rounds'
+medians, and the rounds' own over-floor figures are kept beside it (the README quotes both)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+COLD_START_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "cold_start.py"
+
+
+@pytest.fixture(scope="module")
+def cold_start():
+    spec = importlib.util.spec_from_file_location("cold_start_benchmark", COLD_START_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _round(over: float, load: float) -> dict:
+    return {"model": "m.onnx", "floor": "numpy+onnxruntime", "runs": 7, "cold_start_ms": 100.0 + over, "floor_ms": 100.0,
+            "over_floor_ms": over, "import_ms": 70.0, "load_ms": load, "first_prediction_ms": 1.0, "process_ms": 120.0,
+            "process_over_floor_ms": over + 5.0, "package": "/venv/lib/mome_edge"}
+
+
+def test_rounds_take_the_median_of_each_figure_and_keep_the_rounds(cold_start) -> None:
+    row = cold_start._over_rounds([_round(19.0, 40.0), _round(51.0, 60.0), _round(28.0, 45.0)])
+    assert row["over_floor_ms"] == 28.0 and row["load_ms"] == 45.0 and row["cold_start_ms"] == 128.0
+    assert row["over_floor_ms_rounds"] == [19.0, 51.0, 28.0]
+    assert row["runs"] == 21 and row["model"] == "m.onnx" and row["floor"] == "numpy+onnxruntime"
+
+
+def test_zero_rounds_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    model = tmp_path / "m.mome"
+    model.write_bytes(b"x")
+    done = subprocess.run([sys.executable, str(COLD_START_PY), str(model), "--rounds", "0", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "--rounds 0" in done.stderr and "Traceback" not in done.stderr
+    assert not list(tmp_path.glob("r.*"))
