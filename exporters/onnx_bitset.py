@@ -485,8 +485,8 @@ def memory_layer_all_experts(b, stem: str, layer: ExpertLayer, h: str, *, first:
     padded with zero columns (the pad rows' weights are zero). Below opset 21 (no blocked
     DequantizeLinear): Sub 127 -> Cast -> Mul base. (Measured before: planes along the output
     axis, one (8, in, C) matmul per expert: slower at batch 1; weights rebuilt transposed:
-    slower at batch 1 on census and a higher peak; BitwiseAnd for the bit isolation: ~10x
-    slower than the Mul in ONNX Runtime, element by element.)
+    slower at batch 1 on census and a higher peak; BitwiseAnd for the bit isolation: several
+    times slower than the Mul in ONNX Runtime, which runs it element by element.)
     """
     e_count, out_dim, in_dim = layer.masks.shape
     in8 = padded_rows(in_dim)
