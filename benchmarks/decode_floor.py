@@ -93,7 +93,8 @@ def measure(mome: str, speed: str, memory: str, runs: int) -> dict:
     layers = [layer for layer in model.layers if layer.masks is not None]
     timed = {"speed": _session(speed), "memory": _session(memory)}
     groups = []  # (session, how many such nodes one memory-mode call runs at batch 1, shape)
-    at_once = all_experts_at_once(model.layers)  # decided per model, as the export does
+    opset = next(o.version for o in onnx.load(memory, load_external_data=False).opset_import if o.domain in ("", "ai.onnx"))
+    at_once = all_experts_at_once(model.layers, opset)  # decided per model and opset, as the export does
     for index, layer in enumerate(layers):
         cols = padded_width(layer.scale.shape[1]) // 8
         if at_once:  # all experts of the layer in one node (memory_layer_all_experts, row-plane layout)

@@ -2,7 +2,8 @@
 
 Both modes store one bit per weight and expert and the shared base weight once. out8 is the
 output width rounded up to a multiple of 8 (pad bits and pad weights are zero; pad outputs
-are sliced off after the matmul).
+are sliced off after the matmul); memory mode's all-experts rebuild packs along the input axis
+instead and rounds the input width up (in8: pad rows zero, the input padded with zero columns).
 
 speed:  chains whose inputs are all initializers, so ONNX Runtime folds them once at
         session start (any default session does). Every output of a folded node stays
@@ -18,8 +19,9 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
             -> Where(bits, base, 0) -> expert e (in, out8), a constant ONNX Runtime pre-packs
             for its MatMul; a mixture's trunk then runs each expert through all its layers
             before the next (onnx_graph._speed_pipeline_experts).
-memory: small layers (E dense experts <= MEMORY_LAYER_AT_ONCE_BYTES, e.g. census): every
-        expert of a layer rebuilt at once inside the call (memory_layer_all_experts, through
+memory: small layers (E dense experts <= MEMORY_LAYER_AT_ONCE_BYTES, and the largest layer's
+        rebuild holding less than the speed file's experts: all_experts_at_once; e.g. census):
+        every expert of a layer rebuilt at once inside the call (memory_layer_all_experts, through
         onnx_graph._memory_layerwise_trunk), from masks packed in bit planes along the input
         axis (row_plane_bitsets: the rebuilt planes are the matmul's (in8, ..) operand as they
         are, the first layer's E experts one (in8, E*out) GEMM); larger layers:
@@ -418,8 +420,7 @@ def all_experts_at_once(layers, opset: int = FUSED_DEQUANTIZE_OPSET) -> bool:
     return max((all_experts_bytes(layer, opset) for layer in masked), default=0) < sum(expert_bytes(layer)[0] for layer in masked)
 
 
-def padded_rows(in_dim: int) -> int:
-    return -(-in_dim // 8) * 8
+padded_rows = padded_width  # the same rounding (up to a multiple of 8) for the input axis: the row-plane packing
 
 
 def row_plane_bitsets(layer: ExpertLayer, *, first: bool) -> np.ndarray:

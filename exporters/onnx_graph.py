@@ -757,7 +757,8 @@ MEMORY_ROW_BLOCK_ALL_EXPERTS = 48
 
 def _memory_row_blocks(b: _Builder, model: CompiledModel, source: WeightSource | None) -> None:
     """memory mode, mixture kinds: the whole model inside a Loop over blocks of MEMORY_ROW_BLOCK rows
-    (MEMORY_ROW_BLOCK_ALL_EXPERTS when every masked layer is small: _memory_layerwise_trunk; the
+    (MEMORY_ROW_BLOCK_ALL_EXPERTS when onnx_bitset.all_experts_at_once: every masked layer small
+    and the largest one's rebuild below the speed file's experts, _memory_layerwise_trunk; the
     expert Loop of _memory_mixture_trunk otherwise).
 
     Iteration i reads rows [i*R, min((i+1)*R, B)) of both inputs, runs embedding, gates, the

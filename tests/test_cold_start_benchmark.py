@@ -31,7 +31,7 @@ def test_rounds_take_the_median_of_each_figure_and_keep_the_rounds(cold_start) -
     row = cold_start._over_rounds([_round(19.0, 40.0), _round(51.0, 60.0), _round(28.0, 45.0)])
     assert row["over_floor_ms"] == 28.0 and row["load_ms"] == 45.0 and row["cold_start_ms"] == 128.0
     assert row["over_floor_ms_rounds"] == [19.0, 51.0, 28.0]
-    assert row["runs"] == 21 and row["model"] == "m.onnx" and row["floor"] == "numpy+onnxruntime"
+    assert row["runs"] == 7 and row["processes"] == 21 and row["model"] == "m.onnx" and row["floor"] == "numpy+onnxruntime"
 
 
 def test_zero_rounds_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -43,8 +43,8 @@ BITSET_VS_DENSE_MIN_RATIO = 4.0
 ONNX_GRAPH_ALLOWANCE_BYTES = 32_768  # nodes, names and metadata of a small model
 SESSION_MODES = ("materialize", "on-demand")
 
-# memory mode's two trunks: every expert of a small layer rebuilt at once per call (the default
-# for these small models), or one expert per Loop iteration (layers above MEMORY_LAYER_AT_ONCE_BYTES)
+# memory mode's two trunks: every expert of a small layer rebuilt at once per call, or one expert
+# per Loop iteration (onnx_bitset.all_experts_at_once decides; tests force one with _memory_trunk)
 MEMORY_TRUNKS = ("all_experts", "expert_loop")
 
 
@@ -55,6 +55,18 @@ def _memory_trunk(monkeypatch, trunk: str) -> None:
 
     at_once = trunk == "all_experts"
     monkeypatch.setattr(onnx_bitset, "all_experts_at_once", lambda layers, opset=21: at_once)
+
+
+@pytest.mark.parametrize("trunk", MEMORY_TRUNKS)
+def test_memory_trunk_is_the_one_forced(monkeypatch, trunk: str) -> None:
+    """_memory_trunk's force reaches the export: the all-experts trunk stores row-plane bitsets
+    and no inner Loop, the expert Loop a Loop inside the row-block Loop."""
+    _memory_trunk(monkeypatch, trunk)
+    proto = export_onnx(make_compiled("mome", seed=4), mode="memory", simplify=False, validate=False)
+    row_planes = any("_expert_row_bitsets" in init.name for init in proto.graph.initializer)
+    (row_loop,) = [n for n in proto.graph.node if n.op_type == "Loop"]
+    inner_loops = [n for n in onnx.helper.get_attribute_value(row_loop.attribute[0]).node if n.op_type == "Loop"]
+    assert row_planes == (trunk == "all_experts") and bool(inner_loops) == (trunk == "expert_loop")
 
 
 def test_memory_trunk_choice(census_mome) -> None:
@@ -238,11 +250,15 @@ def test_memory_mode_defaults_to_opset_21() -> None:
     assert export_onnx(model, simplify=False, validate=False).opset_import[0].version == 18
 
 
-def test_parity_with_input_index_on_every_layer() -> None:
-    """The CompiledModel contract allows input_index on later layers (the artifact does not)."""
+@pytest.mark.parametrize(("mode", "trunk"), [("speed", None), *(("memory", t) for t in MEMORY_TRUNKS)])
+def test_parity_with_input_index_on_every_layer(monkeypatch, mode: str, trunk: str | None) -> None:
+    """The CompiledModel contract allows input_index on later layers (the artifact does not);
+    memory mode's all-experts rebuild then pads the gathered 7 and 6 columns to 8."""
+    if trunk is not None:
+        _memory_trunk(monkeypatch, trunk)
     model = make_compiled("mome", seed=6, hidden=(8, 7, 6), later_index=True)
     assert all(layer.input_index is not None for layer in model.layers)
-    proto = export_onnx(model, simplify=False, validate=False)
+    proto = export_onnx(model, mode=mode, simplify=False, validate=False)
     cat, num = sample_inputs(model.spec, 16, seed=7)
     np.testing.assert_allclose(_onnx_probs(proto, cat, num, model.tasks, "materialize"), reference_forward(model, cat, num),
                                rtol=0, atol=PARITY_ATOL_FP32)
