@@ -749,7 +749,8 @@ MEMORY_ROW_BLOCK = 128
 # (onnx_bitset.memory_layer_all_experts): its (E, rows, width) activations are E times an
 # expert's. Census (peak RSS of `python mome_edge/runtime/device_bench.py FILE --batch 1,32,512
 # --threads 1 --runs 20`): 48 rows peak 0.2 MiB below 64 rows (32 rows: 0.5 MiB), which kept
-# the peak under 0.7x the dense MMoE's in the deploy benchmark (64 rows: 0.69-0.705 across runs);
+# the peak under 0.7x the dense MMoE's in the deploy benchmark (0.69; last round's layout at 64
+# rows: 0.69-0.705 across runs);
 # each step down rebuilds the experts more often per call (batch 512: 1.35x the speed file at 48
 # rows in benchmarks/results/deploy.md).
 MEMORY_ROW_BLOCK_ALL_EXPERTS = 48
