@@ -239,21 +239,16 @@ def check_targets(size: str, files: dict, interleaved: dict | None = None) -> li
     (one process, alternating blocks) when given, else from the fresh-process p50s."""
     checks = []
     for num, den, batch, limit in TARGETS[size]:
+        extra = {}
         if batch is None:
-            value = files[num]["added_peak_rss_mb"] / files[den]["added_peak_rss_mb"]
-            what = "added peak RSS"
+            value, what = files[num]["added_peak_rss_mb"] / files[den]["added_peak_rss_mb"], "added peak RSS"
         else:
-            fresh = files[num]["latency_ms"][str(batch)]["p50"] / files[den]["latency_ms"][str(batch)]["p50"]
+            value = extra["fresh_process_ratio"] = files[num]["latency_ms"][str(batch)]["p50"] / files[den]["latency_ms"][str(batch)]["p50"]
+            what = f"p50 batch {batch}"
             if interleaved is not None:
                 p50 = interleaved["p50_ms"]
-                value = p50[num][str(batch)] / p50[den][str(batch)]
-                what = f"p50 batch {batch} (one process, interleaved)"
-            else:
-                value, what = fresh, f"p50 batch {batch}"
-            checks.append({"what": f"{what}: {num} / {den}", "ratio": value, "target": limit, "met": value <= limit,
-                           "fresh_process_ratio": fresh})
-            continue
-        checks.append({"what": f"{what}: {num} / {den}", "ratio": value, "target": limit, "met": value <= limit})
+                value, what = p50[num][str(batch)] / p50[den][str(batch)], f"{what} (one process, interleaved)"
+        checks.append({"what": f"{what}: {num} / {den}", "ratio": value, "target": limit, "met": value <= limit, **extra})
     return checks
 
 

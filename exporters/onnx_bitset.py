@@ -444,14 +444,11 @@ def row_plane_base(b, stem: str, layer: ExpertLayer, stored, *, first: bool) -> 
     one scale a DequantizeLinear of all E experts shares (block_size E along the expert axis):
     first (8, J, 1, out), later (1, 8, J, out). fp16/int8 are stored as in the artifact and
     converted at load."""
-    from mome_edge.exporters.onnx_graph import StoredTensor
-
     out_dim, in_dim = layer.weight.shape[-2:]
     in8 = padded_rows(in_dim)
-    if stored.storage == "int8" and not (stored.axis is None or stored.axis == stored.data.ndim - 1):
-        stored = StoredTensor(data=stored.dequantised())
-    data = np.zeros((in8, out_dim), dtype=stored.data.dtype)
-    data[:in_dim] = stored.data.T
+    columns, stored = _base_columns(layer, stored, out_dim)  # (in, out)
+    data = np.zeros((in8, out_dim), dtype=columns.dtype)
+    data[:in_dim] = columns
     shape = (8, in8 // 8, 1, out_dim) if first else (1, 8, in8 // 8, out_dim)
     return _base_initializer(b, f"{stem}_row_planes", data.reshape(shape), stored, scale_shape=(out_dim,), out_dim=out_dim)
 
