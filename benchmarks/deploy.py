@@ -207,7 +207,7 @@ def interleaved_latency(work: Path, size: str, runs: int) -> dict:
     ran ~30 % slower than in a process of their own and the memory file ~15 % faster).
 
     Why, besides the fresh-process table: on this shared 2-vCPU VM a process's batch-1 p50 is
-    bimodal (census speed file: 0.059 or 0.09-0.11 ms from one fresh process to the next, the
+    bimodal (census speed file: ~0.06 or 0.08-0.11 ms from one fresh process to the next, the
     same on either core), so a ratio of two fresh-process figures moved by up to 0.5 between
     runs. Alternating blocks in one process put the two sides of a ratio under the same load,
     and each block of calls runs its session warm, as an app calling one model does."""
