@@ -10,9 +10,11 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         allocated until folding ends, so the chains are kept short:
         - models whose masked layers are all small (E dense experts <= FOLD_AFFINE_MAX_BYTES,
           e.g. census):
-            bytes (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool
-            -> Where(bits, base * scale, 0) -> the dense export's scaled weights (the base
-            stored whole); a call runs the dense export's layer;
+            the first layer's bytes in row planes (input width a multiple of 8) -> Cast int32
+            -> Gather(8 x 256 float table, axis 1) -> float 0/1 planes; other layers' bytes
+            (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool -> Cast
+            float; then bits * base * scale -> the dense export's scaled weights (the base
+            stored whole); a call runs the dense export's layer (_speed_layer_small);
         - a model with a larger layer: every masked layer, one chain and one MatMul per
           expert from a base stored whole,
             bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
@@ -260,49 +262,71 @@ def is_large(layer: ExpertLayer) -> bool:
 # Up to this many bytes of E dense experts, a speed-mode layer is small: one load-time chain
 # expands all E experts with the normalisation scale multiplied in and without pad columns, so
 # a call runs MatMul + Add + Relu as a dense export does (one Gemm), which matters where
-# per-node work dominates a call (census). Its scaled base and Where over all experts cost
-# about two float copies of the experts while folding runs, affordable for a small layer.
-# Larger layers: one chain and one MatMul per expert (_speed_layer_large).
+# per-node work dominates a call (census). Its chain holds about three float copies of the
+# experts while folding runs, affordable for a small layer. Larger layers: one chain and one
+# MatMul per expert (speed_expert_weights).
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
+
 
 
 def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
     """speed_layer for a small layer: one chain expands all E experts, scaled and without pad
     columns, and a call runs MatMul + shift + ReLU as a dense export does:
 
-        later layers: bits = Reshape(Gather(bit table, Cast int32 (bytes)))  (E, in, out8) bool [Slice -> out]
-                      w = Where(bits, base * scale, 0)   base (in, out) stored whole, scale (E, 1, out)
-                      y = Relu(MatMul(h (E, B, in), w) + shift)
-        first layer:  the same in (in, E, out), then w Reshape-d to (in, E*out): one MatMul for
-                      the shared input (a broadcast (E, in, out) MatMul ran slower on census)
+        first layer, input width a multiple of 8 (census): row planes (row_plane_bitsets),
+            bits = Gather(8 x 256 float table, Cast int32 (bytes (J, E, out)), axis 1)  (8, J, E, out) 0/1
+            w    = Reshape(bits * base * scale)  (in, E*out)   base (8, J, 1, out), scale (1, 1, E, out)
+            y    = Relu(MatMul(h (B, in), w) + shift): one MatMul for the shared input (a
+                   broadcast (E, in, out) MatMul ran slower on census)
+        other layers: bits = Cast float32 (Reshape(Gather(256 x 8 bool table, Cast int32 (bytes))))
+                             (E, in, out8) | first (in, E, out8) [bool Slice -> out before the Cast]
+                      w    = bits * base * scale   base (in, out), scale (E, 1, out) | first: Reshape to (in, E*out)
+                      y    = Relu(MatMul(h (E, B, in), w) + shift)
 
-    Five folded nodes per layer for fp32 weights whose width is a multiple of 8 (the first
-    layer's Reshape is a sixth; pad columns add a Slice, fp16/int8 bases their Cast and scale
-    Mul): a small model's session start is dominated by ONNX Runtime's per-node folding work,
-    not by its bytes, and a union-layout base took 7 more nodes per layer.
+    ONNX Runtime folds the chain once per session start, and in a fresh process that cost is
+    mostly first touches of fresh memory: every folded output is new memory, and all of them
+    stay allocated until folding ends. So the chain makes as few float-sized outputs as it can:
+    the row planes unpack to float and reshape to (in, E*out) without a bool Reshape or pad
+    Slice; the later layers' bool masks reshape to (E, in, out) before the one Cast. Two Muls
+    apply the mask, where Where(bits, base * scale, 0) made the scaled base plus Where's output
+    and its two output-sized temporaries. On census (`python benchmarks/session_start.py`,
+    benchmarks/results/session_start.md) a plain session's start went from 4,072 to 3,429 page
+    faults and from 26.1 to 24.4 ms, its added peak from 20.2 to 19.7 MiB.
     """
     from mome_edge.exporters.onnx_graph import dense_layer_call
 
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
-    out8 = padded_width(out_dim)
     dec = dict(decode=True)
-    bytes_all = speed_bitsets(layer)  # (E, in, C)
-    if first:
-        bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
-    bits = _unpacked_masks(b, f"{stem}_expert", bytes_all, out8)  # (in, E, out8) | (E, in, out8) bool
-    if out8 != out_dim:
-        bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
-                    stem=f"{stem}_expert_mask_unpadded", **dec)
-    data, stored = _base_columns(layer, stored, out_dim)
-    data = _read_entries_only(layer, data)  # (in, out)
-    if first:
-        data = data[:, None, :]  # (in, 1, out) against the scale's (1, E, out)
-    base = _base_initializer(b, stem, data, stored, scale_shape=(out_dim,), out_dim=out_dim)
-    scale = layer.scale[None, :, :] if first else layer.scale[:, None, :]  # (1, E, out) | (E, 1, out)
-    scale = b.const(f"{stem}_scale", np.ascontiguousarray(scale, dtype=np.float32))
-    scaled = b.op("Mul", [base, scale], stem=f"{stem}_base_scaled", **dec)  # (in, E, out) | (E, in, out)
-    weights = b.op("Where", [bits, scaled, b.const("zero_f32", np.zeros((), np.float32))], stem=f"{stem}_experts_3d", **dec)
+    columns, stored = _base_columns(layer, stored, out_dim)
+    columns = _read_entries_only(layer, columns)  # (in, out)
+    if first and in_dim % 8 == 0:
+        packed = b.const(f"{stem}_speed_row_bitsets", row_plane_bitsets(layer, first=True)[0], storage="bitset")  # (J, E, out)
+        b.info.bitset_initializers.append(packed)
+        index = b.op("Cast", [packed], stem=f"{stem}_row_bytes", to=TensorProto.INT32, **dec)
+        # the (8, 256) float table of bit k of byte value v is made at load from the file's bool
+        # bit table (2 KiB stored, not 8), then unpacks the row-plane bytes (J, E, out) straight
+        # to float 0/1 planes (8, J, E, out)
+        table = b.op("Cast", [b.op("Transpose", [b.const("bit_table", BIT_TABLE)], stem="bit_table_planes", perm=[1, 0], **dec)],
+                     stem="bit_table_planes_f32", to=TensorProto.FLOAT, **dec)
+        bits = b.op("Gather", [table, index], stem=f"{stem}_row_bits", axis=1, **dec)
+        base_shape, scale = (8, in_dim // 8, 1, out_dim), layer.scale[None, None, :, :]  # (8, J, 1, out), (1, 1, E, out)
+    else:
+        out8 = padded_width(out_dim)
+        bytes_all = speed_bitsets(layer)  # (E, in, C)
+        if first:
+            bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
+        bits = _unpacked_masks(b, f"{stem}_expert", bytes_all, out8)  # (in, E, out8) | (E, in, out8) bool
+        if out8 != out_dim:
+            bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
+                        stem=f"{stem}_expert_mask_unpadded", **dec)
+        bits = b.op("Cast", [bits], stem=f"{stem}_expert_mask_f32", to=TensorProto.FLOAT, **dec)
+        base_shape = (in_dim, 1, out_dim) if first else (in_dim, out_dim)
+        scale = layer.scale[None, :, :] if first else layer.scale[:, None, :]  # (1, E, out) | (E, 1, out)
+    base = _base_initializer(b, stem, columns.reshape(base_shape), stored, scale_shape=(out_dim,), out_dim=out_dim)
+    masked = b.op("Mul", [bits, base], stem=f"{stem}_experts_masked", **dec)
+    weights = b.op("Mul", [masked, b.const(f"{stem}_scale", np.ascontiguousarray(scale, dtype=np.float32))],
+                   stem=f"{stem}_experts_3d", **dec)
     if first:
         weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_experts", **dec)
     b.info.decode_shapes[weights] = (in_dim, e_count * out_dim) if first else (e_count, in_dim, out_dim)

@@ -368,6 +368,35 @@ def test_speed_layers_with_and_without_the_normalisation_folded_at_load(monkeypa
                                    rtol=0, atol=PARITY_ATOL_FP32)
 
 
+@pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
+@pytest.mark.parametrize("numerical", [8, 3])  # the first layer reads 16 columns (row planes) or 11 (bool masks)
+def test_speed_small_layer_chains(tmp_path: Path, weights: str, numerical: int) -> None:
+    """Both load-time chains of a small speed-mode layer (onnx_bitset._speed_layer_small): the first layer
+    unpacks row planes when its input width is a multiple of 8, and bool masks otherwise. Each
+    is folded whole by a default session (no Cast, Gather of a bit table or Mul of the masks is
+    left) and matches the reference, with pad bits in the 13-wide first layer."""
+    model = make_compiled("mome", seed=5, hidden=(13, 6), spec=make_spec(numerical=numerical))
+    in_dim = model.layers[0].weight.shape[1]
+    artifact = tmp_path / "model.mome"
+    write_artifact(artifact, model, weights=weights)
+    path = tmp_path / "model.onnx"
+    export_artifact(artifact, path, mode="speed")
+    proto = onnx.load(path)
+    row_planes = [t for t in proto.graph.initializer if t.name.startswith("mome/layer0_speed_row_bitsets")]
+    assert bool(row_planes) == (in_dim % 8 == 0)
+    if row_planes:  # the row-plane bytes unpack to the first layer's masks: bit k of byte (j, e, o) is row k*J + j
+        planes = np.unpackbits(onnx.numpy_helper.to_array(row_planes[0])[None], axis=0, bitorder="big")  # (8, J, E, out)
+        np.testing.assert_array_equal(planes.reshape(in_dim, *planes.shape[2:]).astype(bool),
+                                      model.layers[0].masks.transpose(2, 0, 1))
+    assert not any(n.op_type == "Where" for n in proto.graph.node if "ids" not in n.output[0])
+    optimised = _optimised(tmp_path, path)
+    left = [n.op_type for n in optimised.graph.node if n.op_type in DECODER_OPS or "expert" in n.output[0] and n.op_type == "Mul"]
+    assert not left, f"decoder nodes left after ONNX Runtime's folding: {left}"
+    cat, num = sample_inputs(model.spec, 32, seed=18, invalid=True)
+    np.testing.assert_allclose(_onnx_probs(str(path), cat, num, model.tasks, "materialize"),
+                               reference_forward(read_artifact(artifact).model, cat, num), rtol=0, atol=PARITY_ATOL_FP32)
+
+
 # --- out-of-vocabulary ids -------------------------------------------------------------------------
 
 

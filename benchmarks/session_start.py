@@ -1,0 +1,85 @@
+"""What opening an ONNX file costs ONNX Runtime, in fresh processes: session wall time and the
+minor page faults it takes (first touches of fresh memory), plus the added peak RSS.
+
+    python benchmarks/session_start.py FILE.onnx [FILE.onnx ...] [--runs 15] [--json] [--out PREFIX]
+
+Each run is a fresh interpreter that imports numpy and onnxruntime, then opens the file as an
+app would (a plain `onnxruntime.InferenceSession(path)`, default options); the files take turns,
+run by run, and every figure is a median over the runs. On this shared VM a session's wall time
+moves by several milliseconds from one process to the next, while its page-fault count moves
+by a few dozen: a first touch of fresh memory costs ~3 us here, so the fault count is the stable
+measure of how much memory a load writes (constant folding's outputs, the pre-packed weights).
+The peak RSS is the process's peak minus its RSS after the imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from mome_edge.atomic import atomic_write_text
+
+# the child: imports first (not measured), then the session alone
+_CHILD = r"""
+import json, re, resource, sys, time
+import numpy, onnxruntime
+def rss_kib():
+    return int(re.search(r"VmRSS:\s+(\d+)", open("/proc/self/status").read()).group(1))
+before_kib, faults0 = rss_kib(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+start = time.perf_counter()
+session = onnxruntime.InferenceSession(sys.argv[1])
+wall = time.perf_counter() - start
+usage = resource.getrusage(resource.RUSAGE_SELF)
+print(json.dumps({"session_ms": 1e3 * wall, "page_faults": usage.ru_minflt - faults0,
+                  "added_peak_rss_mib": (usage.ru_maxrss - before_kib) / 1024}))
+"""
+
+
+def measure(paths: list[Path], runs: int, python: str = sys.executable) -> list[dict]:
+    """Per file: the medians over `runs` fresh processes of session_ms, page_faults and added_peak_rss_mib."""
+    samples: dict[Path, list[dict]] = {p: [] for p in paths}
+    for _ in range(runs):
+        for path in paths:  # interleaved: a burst of load on the machine hits every file
+            done = subprocess.run([python, "-I", "-c", _CHILD, str(path)], capture_output=True, text=True)
+            if done.returncode != 0:
+                _fail(f"ONNX Runtime could not open {path}: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+            samples[path].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return [{"file": str(path), "file_bytes": path.stat().st_size, "runs": runs,
+             **{key: statistics.median(s[key] for s in samples[path]) for key in ("session_ms", "page_faults", "added_peak_rss_mib")}}
+            for path in paths]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
+    parser.add_argument("--out", type=Path, help="also write the results to PREFIX.json and PREFIX.md")
+    args = parser.parse_args()
+    if args.runs < 1:
+        _fail(f"--runs {args.runs}: pass at least 1")
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        _fail(f"no file {missing[0]}; make the census files with `python benchmarks/deploy.py --work DIR --sizes census`")
+    rows = measure(args.files, args.runs)
+    lines = [f"Session start, median of {args.runs} fresh processes (plain InferenceSession, default options)", "",
+             "| file | bytes | session ms | page faults | added peak RSS MiB |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {Path(r['file']).name} | {r['file_bytes']:,} | {r['session_ms']:.1f} | {r['page_faults']:,.0f} | "
+              f"{r['added_peak_rss_mib']:.1f} |" for r in rows]
+    if args.out:
+        atomic_write_text(args.out.with_suffix(".json"), json.dumps({"runs": args.runs, "results": rows}, indent=2) + "\n")
+        atomic_write_text(args.out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(lines))
+
+
+def _fail(problem: str) -> None:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
