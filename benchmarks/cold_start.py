@@ -15,7 +15,8 @@ round (a burst of load on the machine then hits one round of every model, not al
 model's processes), and each figure is the median over the rounds of the rounds' medians, with
 the rounds' over-floor figures listed beside it: on this shared VM one model's over-floor
 median moved by 10-30 ms from one run of the command to the next. Writes
-benchmarks/results/cold_start.{json,md}.
+benchmarks/results/cold_start.{json,md}. `--pool RUN.json ...` pools the rounds of several runs
+per model and prints their median and mean over-floor figures.
 """
 
 from __future__ import annotations
@@ -49,8 +50,44 @@ def device_python(rebuild: bool) -> Path:
     return python
 
 
+def pool_rounds(reports: list[dict]) -> list[dict]:
+    """Several runs' results (cold_start.json files) -> per model (by file name, in first-seen
+    order): every round's over-floor figure of every run, and their median and mean."""
+    pooled: dict[str, list[float]] = {}
+    for report in reports:
+        for row in report["results"]:
+            pooled.setdefault(Path(row["model"]).name, []).extend(row.get("over_floor_ms_rounds", [row["over_floor_ms"]]))
+    return [{"model": name, "rounds": len(values), "over_floor_ms_median": statistics.median(values),
+             "over_floor_ms_mean": statistics.mean(values), "within_target": statistics.median(values) <= TARGET_OVER_FLOOR_MS}
+            for name, values in pooled.items()]
+
+
+def _pool_main(paths: list[Path]) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        _fail(f"no results file {missing[0]}; pass cold_start.json files written by this script")
+    try:
+        reports = [json.loads(p.read_text()) for p in paths]
+        rows = pool_rounds(reports)
+    except (ValueError, KeyError, TypeError) as exc:
+        _fail(f"not a cold_start results file ({type(exc).__name__}: {exc}); pass cold_start.json files written by this script")
+    print(f"Over floor, every round of {len(paths)} run(s) pooled\n")
+    print(f"| model | rounds | median ms | mean ms | median within {TARGET_OVER_FLOOR_MS:.0f} ms |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['rounds']} | {r['over_floor_ms_median']:+.1f} | {r['over_floor_ms_mean']:+.1f} | "
+              f"{'yes' if r['within_target'] else 'no'} |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if sys.argv[1:2] == ["--pool"]:  # python benchmarks/cold_start.py --pool RUN.json RUN.json ...
+        if len(sys.argv) < 3:
+            _fail("--pool needs cold_start.json files; pass at least one")
+        _pool_main([Path(a) for a in sys.argv[2:]])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="python benchmarks/cold_start.py --pool RUN.json [RUN.json ...]: every round of "
+                                            "several runs pooled per model (median and mean over-floor figure)")
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=1, help="measure every model this many times, rounds interleaved")

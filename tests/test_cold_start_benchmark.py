@@ -4,6 +4,7 @@ medians, and the rounds' own over-floor figures are kept beside it (the README q
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,24 @@ def test_zero_rounds_is_refused_before_anything_runs(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert done.returncode == 2 and "--rounds 0" in done.stderr and "Traceback" not in done.stderr
     assert not list(tmp_path.glob("r.*"))
+
+
+def test_pool_takes_every_round_of_every_run(cold_start, tmp_path: Path) -> None:
+    runs = [{"results": [dict(_round(25.0, 40.0), over_floor_ms_rounds=[25.0, 27.0, 32.0])]},
+            {"results": [dict(_round(33.0, 40.0), over_floor_ms_rounds=[33.0, 29.0, 36.0])]}]
+    (row,) = cold_start.pool_rounds(runs)
+    assert row["model"] == "m.onnx" and row["rounds"] == 6
+    assert row["over_floor_ms_median"] == 30.5 and row["within_target"] is False
+    paths = []
+    for i, run in enumerate(runs):
+        paths.append(tmp_path / f"run{i}.json")
+        paths[-1].write_text(json.dumps(run))
+    done = subprocess.run([sys.executable, str(COLD_START_PY), "--pool", *map(str, paths)], capture_output=True, text=True)
+    assert done.returncode == 0 and "| m.onnx | 6 | +30.5 |" in done.stdout
+
+
+def test_pool_of_a_file_that_is_not_a_result_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    done = subprocess.run([sys.executable, str(COLD_START_PY), "--pool", str(bad)], capture_output=True, text=True)
+    assert done.returncode == 2 and "not a cold_start results file" in done.stderr and "Traceback" not in done.stderr
