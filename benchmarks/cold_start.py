@@ -51,15 +51,17 @@ def device_python(rebuild: bool) -> Path:
 
 
 def pool_rounds(reports: list[dict]) -> list[dict]:
-    """Several runs' results (cold_start.json files) -> per model (by file name, in first-seen
-    order): every round's over-floor figure of every run, and their median and mean."""
-    pooled: dict[str, list[float]] = {}
+    """Several runs' results (cold_start.json files) -> per model file (by file name and size, in
+    first-seen order: two builds of the same name stay apart): every round's over-floor figure
+    of every run, and their median and mean."""
+    pooled: dict[tuple[str, int], list[float]] = {}
     for report in reports:
         for row in report["results"]:
-            pooled.setdefault(Path(row["model"]).name, []).extend(row.get("over_floor_ms_rounds", [row["over_floor_ms"]]))
-    return [{"model": name, "rounds": len(values), "over_floor_ms_median": statistics.median(values),
+            key = (Path(row["model"]).name, int(row.get("file_bytes", 0)))
+            pooled.setdefault(key, []).extend(row.get("over_floor_ms_rounds", [row["over_floor_ms"]]))
+    return [{"model": name, "file_bytes": size, "rounds": len(values), "over_floor_ms_median": statistics.median(values),
              "over_floor_ms_mean": statistics.mean(values), "within_target": statistics.median(values) <= TARGET_OVER_FLOOR_MS}
-            for name, values in pooled.items()]
+            for (name, size), values in pooled.items()]
 
 
 def _pool_main(paths: list[Path]) -> None:
@@ -67,28 +69,24 @@ def _pool_main(paths: list[Path]) -> None:
     if missing:
         _fail(f"no results file {missing[0]}; pass cold_start.json files written by this script")
     try:
-        reports = [json.loads(p.read_text()) for p in paths]
-        rows = pool_rounds(reports)
+        rows = pool_rounds([json.loads(p.read_text()) for p in paths])
     except (ValueError, KeyError, TypeError) as exc:
         _fail(f"not a cold_start results file ({type(exc).__name__}: {exc}); pass cold_start.json files written by this script")
+    if not rows:
+        _fail(f"no model results in {', '.join(map(str, paths))}; pass cold_start.json files of runs that measured models")
     print(f"Over floor, every round of {len(paths)} run(s) pooled\n")
-    print(f"| model | rounds | median ms | mean ms | median within {TARGET_OVER_FLOOR_MS:.0f} ms |")
-    print("|---|---:|---:|---:|---|")
+    print(f"| model | bytes | rounds | median ms | mean ms | median within {TARGET_OVER_FLOOR_MS:.0f} ms |")
+    print("|---|---:|---:|---:|---:|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['rounds']} | {r['over_floor_ms_median']:+.1f} | {r['over_floor_ms_mean']:+.1f} | "
+        print(f"| {r['model']} | {r['file_bytes']:,} | {r['rounds']} | {r['over_floor_ms_median']:+.1f} | {r['over_floor_ms_mean']:+.1f} | "
               f"{'yes' if r['within_target'] else 'no'} |")
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--pool"]:  # python benchmarks/cold_start.py --pool RUN.json RUN.json ...
-        if len(sys.argv) < 3:
-            _fail("--pool needs cold_start.json files; pass at least one")
-        _pool_main([Path(a) for a in sys.argv[2:]])
-        return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog="python benchmarks/cold_start.py --pool RUN.json [RUN.json ...]: every round of "
-                                            "several runs pooled per model (median and mean over-floor figure)")
-    parser.add_argument("models", nargs="+", type=Path)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pool", nargs="+", type=Path, metavar="RUN.json",
+                        help="measure nothing: pool every round of these cold_start.json runs per model (median and mean)")
+    parser.add_argument("models", nargs="*", type=Path)
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=1, help="measure every model this many times, rounds interleaved")
     parser.add_argument("--rebuild-venv", action="store_true")
@@ -97,6 +95,13 @@ def main() -> None:
                         help="run the measured processes (and their floors) under SCHED_FIFO (`chrt -f 50`, needs root): "
                              "other work on a shared machine then cannot preempt them")
     args = parser.parse_args()
+    if args.pool:
+        if args.models:
+            _fail("--pool reads results and measures nothing; pass either models or --pool RUN.json ..., not both")
+        _pool_main(args.pool)
+        return
+    if not args.models:
+        _fail("no model files; pass MODEL.mome / MODEL.onnx files to measure, or --pool RUN.json ... to pool runs")
     if args.runs < 1 or args.rounds < 1:
         _fail(f"--runs {args.runs} / --rounds {args.rounds}: both must be >= 1; pass --runs and --rounds of at least 1")
     if args.realtime and shutil.which("chrt") is None:

@@ -9,7 +9,14 @@ run by run, and every figure is a median over the runs. On this shared VM a sess
 moves by several milliseconds from one process to the next, while its page-fault count moves
 by a few dozen: a first touch of fresh memory costs ~3 us here, so the fault count is the stable
 measure of how much memory a load writes (constant folding's outputs, the pre-packed weights).
-The peak RSS is the process's peak minus its RSS after the imports.
+The peak RSS is the process's peak minus its RSS after the imports, in the same process: what
+the session adds, for comparing files with each other (the README's memory figures instead take
+a plain session's peak against a process that only imported the runtime: device_bench.py).
+
+The "before" file of benchmarks/results/session_start.md, mome-speed-c8112d4.onnx, is the census
+model exported by commit c8112d4 (`git worktree add /tmp/c8112d4 c8112d4`, then in it `mome-edge
+export DIR/census/mome-fp32.mome -o mome-speed-c8112d4.onnx`): the same artifact as
+DIR/census/mome-speed.onnx, the previous small-layer chain.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ def main() -> None:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         _fail(f"no file {missing[0]}; make the census files with `python benchmarks/deploy.py --work DIR --sizes census`")
+    if args.out and not args.out.parent.is_dir():  # checked before minutes of measuring, not after
+        _fail(f"--out {args.out}: no folder {args.out.parent}; create it or pass another prefix")
     rows = measure(args.files, args.runs)
     lines = [f"Session start, median of {args.runs} fresh processes (plain InferenceSession, default options)", "",
              "| file | bytes | session ms | page faults | added peak RSS MiB |", "|---|---:|---:|---:|---:|"]

@@ -10,11 +10,12 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
         allocated until folding ends, so the chains are kept short:
         - models whose masked layers are all small (E dense experts <= FOLD_AFFINE_MAX_BYTES,
           e.g. census):
-            the first layer's bytes in row planes (input width a multiple of 8) -> Cast int32
-            -> Gather(8 x 256 float table, axis 1) -> float 0/1 planes; other layers' bytes
-            (.., out8/8) -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool -> Cast
-            float; then bits * base * scale -> the dense export's scaled weights (the base
-            stored whole); a call runs the dense export's layer (_speed_layer_small);
+            the first layer's bytes in row planes when its input width is a multiple of 8
+            -> Cast int32 -> Gather(8 x 256 float table, axis 1) -> float 0/1 planes; the
+            other layers' bytes (and such a first layer's otherwise), 8 output columns per
+            byte -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool -> Cast float;
+            then bits * base * scale -> the dense export's scaled weights (the base stored
+            whole); a call runs the dense export's layer (_speed_layer_small);
         - a model with a larger layer: every masked layer, one chain and one MatMul per
           expert from a base stored whole,
             bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
@@ -262,11 +263,11 @@ def is_large(layer: ExpertLayer) -> bool:
 # Up to this many bytes of E dense experts, a speed-mode layer is small: one load-time chain
 # expands all E experts with the normalisation scale multiplied in and without pad columns, so
 # a call runs MatMul + Add + Relu as a dense export does (one Gemm), which matters where
-# per-node work dominates a call (census). Its chain holds about three float copies of the
-# experts while folding runs, affordable for a small layer. Larger layers: one chain and one
-# MatMul per expert (speed_expert_weights).
+# per-node work dominates a call (census). Its chain holds three float copies of the experts
+# while folding runs (four for the first layer, whose Reshape to (in, E*out) is a fourth),
+# affordable for a small layer. Larger layers: one chain and one MatMul per expert
+# (speed_expert_weights).
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
-
 
 
 def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
@@ -278,7 +279,8 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
             w    = Reshape(bits * base * scale)  (in, E*out)   base (8, J, 1, out), scale (1, 1, E, out)
             y    = Relu(MatMul(h (B, in), w) + shift): one MatMul for the shared input (a
                    broadcast (E, in, out) MatMul ran slower on census)
-        other layers: bits = Cast float32 (Reshape(Gather(256 x 8 bool table, Cast int32 (bytes))))
+        other layers (and a first layer of another width):
+                      bits = Cast float32 (Reshape(Gather(256 x 8 bool table, Cast int32 (bytes))))
                              (E, in, out8) | first (in, E, out8) [bool Slice -> out before the Cast]
                       w    = bits * base * scale   base (in, out), scale (E, 1, out) | first: Reshape to (in, E*out)
                       y    = Relu(MatMul(h (E, B, in), w) + shift)
@@ -297,40 +299,52 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
 
     e_count, out_dim = layer.scale.shape
     in_dim = layer.weight.shape[-1]
-    dec = dict(decode=True)
     columns, stored = _base_columns(layer, stored, out_dim)
     columns = _read_entries_only(layer, columns)  # (in, out)
     if first and in_dim % 8 == 0:
-        packed = b.const(f"{stem}_speed_row_bitsets", row_plane_bitsets(layer, first=True)[0], storage="bitset")  # (J, E, out)
-        b.info.bitset_initializers.append(packed)
-        index = b.op("Cast", [packed], stem=f"{stem}_row_bytes", to=TensorProto.INT32, **dec)
-        # the (8, 256) float table of bit k of byte value v is made at load from the file's bool
-        # bit table (2 KiB stored, not 8), then unpacks the row-plane bytes (J, E, out) straight
-        # to float 0/1 planes (8, J, E, out)
-        table = b.op("Cast", [b.op("Transpose", [b.const("bit_table", BIT_TABLE)], stem="bit_table_planes", perm=[1, 0], **dec)],
-                     stem="bit_table_planes_f32", to=TensorProto.FLOAT, **dec)
-        bits = b.op("Gather", [table, index], stem=f"{stem}_row_bits", axis=1, **dec)
+        bits = _row_plane_masks_f32(b, stem, layer)  # (8, J, E, out)
         base_shape, scale = (8, in_dim // 8, 1, out_dim), layer.scale[None, None, :, :]  # (8, J, 1, out), (1, 1, E, out)
     else:
-        out8 = padded_width(out_dim)
-        bytes_all = speed_bitsets(layer)  # (E, in, C)
-        if first:
-            bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
-        bits = _unpacked_masks(b, f"{stem}_expert", bytes_all, out8)  # (in, E, out8) | (E, in, out8) bool
-        if out8 != out_dim:
-            bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
-                        stem=f"{stem}_expert_mask_unpadded", **dec)
-        bits = b.op("Cast", [bits], stem=f"{stem}_expert_mask_f32", to=TensorProto.FLOAT, **dec)
+        bits = _bool_masks_f32(b, stem, layer, first=first)  # (in, E, out) | (E, in, out)
         base_shape = (in_dim, 1, out_dim) if first else (in_dim, out_dim)
         scale = layer.scale[None, :, :] if first else layer.scale[:, None, :]  # (1, E, out) | (E, 1, out)
     base = _base_initializer(b, stem, columns.reshape(base_shape), stored, scale_shape=(out_dim,), out_dim=out_dim)
-    masked = b.op("Mul", [bits, base], stem=f"{stem}_experts_masked", **dec)
+    masked = b.op("Mul", [bits, base], stem=f"{stem}_experts_masked", decode=True)
     weights = b.op("Mul", [masked, b.const(f"{stem}_scale", np.ascontiguousarray(scale, dtype=np.float32))],
-                   stem=f"{stem}_experts_3d", **dec)
+                   stem=f"{stem}_experts_3d", decode=True)
     if first:
-        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_experts", **dec)
+        weights = b.op("Reshape", [weights, b.i64("shape", [in_dim, e_count * out_dim])], stem=f"{stem}_experts", decode=True)
     b.info.decode_shapes[weights] = (in_dim, e_count * out_dim) if first else (e_count, in_dim, out_dim)
     return dense_layer_call(b, stem, layer, h, weights, first=first)
+
+
+def _row_plane_masks_f32(b, stem: str, layer: ExpertLayer) -> str:
+    """The first layer's masks as float 0/1 planes (8, J, E, out), J = in/8 (in a multiple of
+    8): bytes (J, E, out) in row planes (row_plane_bitsets) -> Cast int32 -> Gather along the
+    byte axis of an (8, 256) float table of bit k of byte value v. The table is made at load from
+    the file's bool bit table (2 KiB stored, not 8)."""
+    packed = b.const(f"{stem}_speed_row_bitsets", row_plane_bitsets(layer, first=True)[0], storage="bitset")  # (J, E, out)
+    b.info.bitset_initializers.append(packed)
+    index = b.op("Cast", [packed], stem=f"{stem}_row_bytes", to=TensorProto.INT32, decode=True)
+    planes = b.op("Transpose", [b.const("bit_table", BIT_TABLE)], stem="bit_table_planes", perm=[1, 0], decode=True)
+    table = b.op("Cast", [planes], stem="bit_table_planes_f32", to=TensorProto.FLOAT, decode=True)
+    return b.op("Gather", [table, index], stem=f"{stem}_row_bits", axis=1, decode=True)
+
+
+def _bool_masks_f32(b, stem: str, layer: ExpertLayer, *, first: bool) -> str:
+    """A layer's masks as float 0/1, (in, E, out) for a first layer, (E, in, out) otherwise:
+    bytes of 8 output columns (speed_bitsets) -> bool (.., out8) -> pad columns sliced off while
+    still bool -> one Cast to float."""
+    out_dim = layer.scale.shape[1]
+    out8 = padded_width(out_dim)
+    bytes_all = speed_bitsets(layer)  # (E, in, C)
+    if first:
+        bytes_all = np.ascontiguousarray(bytes_all.transpose(1, 0, 2))  # (in, E, C)
+    bits = _unpacked_masks(b, f"{stem}_expert", bytes_all, out8)  # (in, E, out8) | (E, in, out8) bool
+    if out8 != out_dim:
+        bits = b.op("Slice", [bits, b.i64("start", [0]), b.i64("end", [out_dim]), b.i64("axes", [-1])],
+                    stem=f"{stem}_expert_mask_unpadded", decode=True)
+    return b.op("Cast", [bits], stem=f"{stem}_expert_mask_f32", to=TensorProto.FLOAT, decode=True)
 
 
 def memory_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:

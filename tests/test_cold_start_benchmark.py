@@ -48,18 +48,28 @@ def test_pool_takes_every_round_of_every_run(cold_start, tmp_path: Path) -> None
     runs = [{"results": [dict(_round(25.0, 40.0), over_floor_ms_rounds=[25.0, 27.0, 32.0])]},
             {"results": [dict(_round(33.0, 40.0), over_floor_ms_rounds=[33.0, 29.0, 36.0])]}]
     (row,) = cold_start.pool_rounds(runs)
-    assert row["model"] == "m.onnx" and row["rounds"] == 6
+    assert row["model"] == "m.onnx" and row["rounds"] == 6 and row["file_bytes"] == 0
     assert row["over_floor_ms_median"] == 30.5 and row["within_target"] is False
     paths = []
     for i, run in enumerate(runs):
         paths.append(tmp_path / f"run{i}.json")
         paths[-1].write_text(json.dumps(run))
     done = subprocess.run([sys.executable, str(COLD_START_PY), "--pool", *map(str, paths)], capture_output=True, text=True)
-    assert done.returncode == 0 and "| m.onnx | 6 | +30.5 |" in done.stdout
+    assert done.returncode == 0 and "| m.onnx | 0 | 6 | +30.5 |" in done.stdout
+    other_build = {"results": [dict(_round(20.0, 40.0), over_floor_ms_rounds=[20.0], file_bytes=123)]}
+    assert len(cold_start.pool_rounds([*runs, other_build])) == 2  # same name, another file: not pooled together
 
 
 def test_pool_of_a_file_that_is_not_a_result_is_one_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text("{}")
+    bad.write_text('{"results": [{"no model": 1}]}')
     done = subprocess.run([sys.executable, str(COLD_START_PY), "--pool", str(bad)], capture_output=True, text=True)
     assert done.returncode == 2 and "not a cold_start results file" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("results", [{"results": []}, {}])
+def test_pool_of_a_file_without_models_is_one_clear_error(tmp_path: Path, results: dict) -> None:
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(results))
+    done = subprocess.run([sys.executable, str(COLD_START_PY), "--pool", str(path)], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error:") and "Traceback" not in done.stderr

@@ -46,3 +46,17 @@ def test_rows_are_medians_per_file_and_a_bigger_model_writes_more_memory(tmp_pat
 def test_a_missing_file_is_one_clear_error(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(SESSION_START_PY), str(tmp_path / "nope.onnx")], capture_output=True, text=True)
     assert done.returncode == 2 and "no file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_file_onnx_runtime_cannot_open_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    done = subprocess.run([sys.executable, str(SESSION_START_PY), str(bad), "--runs", "1"], capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("error: ONNX Runtime could not open") and "Traceback" not in done.stderr
+
+
+def test_out_into_a_missing_folder_is_refused_before_measuring(tmp_path: Path) -> None:
+    model = _model(tmp_path / "m.onnx", 64)
+    done = subprocess.run([sys.executable, str(SESSION_START_PY), str(model), "--out", str(tmp_path / "no" / "rows")],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no folder" in done.stderr and not (tmp_path / "no").exists()
