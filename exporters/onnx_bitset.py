@@ -292,8 +292,9 @@ def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, firs
     Slice; the later layers' bool masks reshape to (E, in, out) before the one Cast. Two Muls
     apply the mask, where Where(bits, base * scale, 0) made the scaled base plus Where's output
     and its two output-sized temporaries. On census (`python benchmarks/session_start.py`,
-    benchmarks/results/session_start.md) a plain session's start went from 4,200 to 3,429 page
-    faults and from 27.7 to 24.6 ms, its added peak from 20.7 to 19.6 MiB.
+    benchmarks/results/session_start.md) a plain session's start went from 4,136 to 3,429 page
+    faults and from 23.9 to 22.2 ms, its added peak from 20.4 to 19.7 MiB (a first touch of fresh
+    memory costs ~4 us on this VM: the same benchmark times it).
     """
     from mome_edge.exporters.onnx_graph import dense_layer_call
 
