@@ -15,7 +15,7 @@ speed:  chains whose inputs are all initializers, so ONNX Runtime folds them onc
             other layers' bytes (and such a first layer's otherwise), 8 output columns per
             byte -> Cast int32 -> Gather(256 x 8 bool table) -> Reshape bool -> Cast float;
             then bits * base * scale -> the dense export's scaled weights (the base stored
-            whole); a call runs the dense export's layer (_speed_layer_small);
+            whole); a call runs the dense export's layer (speed_layer);
         - a model with a larger layer: every masked layer, one chain and one MatMul per
           expert from a base stored whole,
             bytes_e (in, out8/8) -> Cast int32 -> Gather(bit table) -> Reshape bool (in, out8)
@@ -205,13 +205,6 @@ def _affine(b, stem: str, y: str, layer: ExpertLayer, *, expert: str | None = No
     return b.op("Relu", [y], stem=f"{stem}_out")
 
 
-def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
-    """h (B, in) shared or (E, B, in) per expert -> (E, B, out); experts folded at session start,
-    all E in one chain (_speed_layer_small). A mixture trunk with a large layer does not come
-    here: it runs expert by expert (onnx_graph._speed_pipeline_experts)."""
-    return _speed_layer_small(b, stem, layer, h, stored, first=first)
-
-
 def speed_expert_weights(b, stem: str, layer: ExpertLayer, stored) -> list[str]:
     """The E experts of a large speed-mode layer, each folded at session start from its bits:
 
@@ -270,9 +263,11 @@ def is_large(layer: ExpertLayer) -> bool:
 FOLD_AFFINE_MAX_BYTES = 2 * 2**20
 
 
-def _speed_layer_small(b, stem: str, layer: ExpertLayer, h: str, stored, *, first: bool) -> str:
-    """speed_layer for a small layer: one chain expands all E experts, scaled and without pad
-    columns, and a call runs MatMul + shift + ReLU as a dense export does:
+def speed_layer(b, stem: str, layer: ExpertLayer, h: str, *, first: bool, stored) -> str:
+    """h (B, in) shared or (E, B, in) per expert -> (E, B, out), a small layer in speed mode (a
+    mixture trunk with a large layer does not come here: it runs expert by expert,
+    onnx_graph._speed_pipeline_experts). One chain expands all E experts at session start,
+    scaled and without pad columns, and a call runs MatMul + shift + ReLU as a dense export does:
 
         first layer, input width a multiple of 8 (census): row planes (row_plane_bitsets),
             bits = Gather(8 x 256 float table, Cast int32 (bytes (J, E, out)), axis 1)  (8, J, E, out) 0/1

@@ -371,7 +371,7 @@ def test_speed_layers_with_and_without_the_normalisation_folded_at_load(monkeypa
 @pytest.mark.parametrize("weights", ["fp32", "fp16", "int8"])
 @pytest.mark.parametrize("numerical", [8, 3])  # the first layer reads 16 columns (row planes) or 11 (bool masks)
 def test_speed_small_layer_chains(tmp_path: Path, weights: str, numerical: int) -> None:
-    """Both load-time chains of a small speed-mode layer (onnx_bitset._speed_layer_small): the first layer
+    """Both load-time chains of a small speed-mode layer (onnx_bitset.speed_layer): the first layer
     unpacks row planes when its input width is a multiple of 8, and bool masks otherwise. Each
     is folded whole by a default session (no Cast, Gather of a bit table or Mul of the masks is
     left) and matches the reference, with pad bits in the 13-wide first layer."""
